@@ -1,0 +1,1 @@
+//! Placeholder: the xDS control plane arrives with issue 3.

@@ -1,0 +1,1 @@
+//! Placeholder: demo services arrive with issue 5.

@@ -1,0 +1,1 @@
+//! Placeholder: the sidecar proxy arrives with issue 4.
