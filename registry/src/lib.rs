@@ -1,1 +1,168 @@
-//! placeholder
+//! A Consul-compatible service registry: services, health checks, blocking queries, KV and L7
+//! config entries, durable on disk. See ARCHITECTURE.md for how the pieces fit.
+
+pub mod agent;
+pub mod api;
+pub mod checks;
+pub mod db;
+pub mod state;
+pub mod store;
+
+use mesh_proto::consul::Node;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::checks::CheckRunner;
+use crate::store::{Store, StoreError};
+
+/// The Consul version whose API this registry follows, reported by `/v1/agent/self`.
+pub const CONSUL_COMPAT_VERSION: &str = "1.20.0";
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub data_dir: PathBuf,
+    /// The registry's own node, which agent registrations land on.
+    pub node_name: String,
+    pub datacenter: String,
+    /// The address reported for the node and as the leader.
+    pub advertise_addr: String,
+}
+
+impl RegistryConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> RegistryConfig {
+        RegistryConfig {
+            data_dir: data_dir.into(),
+            node_name: "mesh".to_string(),
+            datacenter: "dc1".to_string(),
+            advertise_addr: "127.0.0.1".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+pub struct Registry {
+    pub config: RegistryConfig,
+    pub node_id: String,
+    pub store: Arc<Store>,
+    pub checks: Arc<CheckRunner>,
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Registry {
+    /// Opens (or creates) the data directory, registers the local node and starts its checks.
+    /// Must be called inside a Tokio runtime.
+    pub async fn open(config: RegistryConfig) -> Result<Arc<Registry>, RegistryError> {
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        let existing_id = store
+            .read()
+            .nodes
+            .get(&config.node_name)
+            .map(|n| n.id.clone());
+        let node_id = existing_id
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(new_node_id);
+        store
+            .ensure_node(Node {
+                id: node_id.clone(),
+                node: config.node_name.clone(),
+                address: config.advertise_addr.clone(),
+                datacenter: config.datacenter.clone(),
+                tagged_addresses: [
+                    ("lan".to_string(), config.advertise_addr.clone()),
+                    ("wan".to_string(), config.advertise_addr.clone()),
+                ]
+                .into(),
+                ..Node::default()
+            })
+            .await?;
+        let checks = CheckRunner::new(Arc::clone(&store), config.node_name.clone());
+        checks.reconcile();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let reaper = tokio::spawn(Arc::clone(&checks).run_reaper(Duration::from_secs(1)));
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|down| *down).await;
+            reaper.abort();
+        });
+        Ok(Arc::new(Registry {
+            config,
+            node_id,
+            store,
+            checks,
+            shutdown,
+            shutdown_tx,
+        }))
+    }
+
+    pub fn leader_addr(&self) -> String {
+        format!("{}:8300", self.config.advertise_addr)
+    }
+
+    /// Stops the check runner and ends blocked queries.
+    pub fn shut_down(&self) {
+        self.shutdown_tx.send_replace(true);
+        self.checks.stop_all();
+    }
+}
+
+fn new_node_id() -> String {
+    let hex: String = (0..32)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).unwrap_or('0'))
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Serves the registry's HTTP API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RegistryError> {
+    let app = api::router(Arc::clone(&registry));
+    let reg = Arc::clone(&registry);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            reg.shut_down();
+        })
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr` (port 0 allowed), then serves; returns the bound address and the server task.
+pub async fn spawn(
+    addr: SocketAddr,
+    config: RegistryConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), RegistryError>>,
+    ),
+    RegistryError,
+> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let registry = Registry::open(config).await?;
+    Ok((bound, tokio::spawn(serve(listener, registry, shutdown))))
+}

@@ -1,2 +1,0 @@
-//! L7 config entries: placeholder until written.
-pub const FIELD_NAMES: &[&str] = &["Kind"];

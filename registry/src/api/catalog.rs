@@ -1,0 +1,347 @@
+//! `/v1/catalog/*` and `/v1/health/*`: the service catalog, across nodes, and its health.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::{get, put};
+use mesh_proto::consul::{
+    AgentService, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck,
+    HealthCheckDefinition, Node,
+};
+use std::sync::Arc;
+
+use super::{ApiError, BlockOpts, Params, block, decode, json, passing};
+use crate::Registry;
+use crate::state::idx;
+use crate::store::StoreError;
+
+pub fn routes() -> Router<Arc<Registry>> {
+    Router::new()
+        .route("/v1/catalog/register", put(register))
+        .route("/v1/catalog/deregister", put(deregister))
+        .route("/v1/catalog/datacenters", get(datacenters))
+        .route("/v1/catalog/nodes", get(nodes))
+        .route("/v1/catalog/services", get(services))
+        .route("/v1/catalog/service/{name}", get(service))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/health/connect/{name}", get(health_connect))
+        .route("/v1/health/checks/{name}", get(health_checks))
+        .route("/v1/health/node/{node}", get(health_node))
+        .route("/v1/health/state/{state}", get(health_state))
+}
+
+fn tags(params: &Params) -> Vec<String> {
+    params
+        .get("tag")
+        .map(|t| vec![t.clone()])
+        .unwrap_or_default()
+}
+
+async fn register(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
+    let r: CatalogRegistration = decode(&body)?;
+    if r.node.is_empty() {
+        return Err(ApiError::bad_request("Must provide node"));
+    }
+    if r.address.is_empty() && !r.skip_node_update {
+        return Err(ApiError::bad_request(
+            "Must provide address if SkipNodeUpdate is not set",
+        ));
+    }
+    let dc = reg.config.datacenter.clone();
+    reg.store
+        .write(|tx| {
+            if !r.skip_node_update || !tx.st.nodes.contains_key(&r.node) {
+                let old = tx.st.nodes.get(&r.node);
+                let id = if !r.id.is_empty() {
+                    r.id.clone()
+                } else {
+                    old.map(|n| n.id.clone()).unwrap_or_default()
+                };
+                tx.put_node(Node {
+                    id,
+                    node: r.node.clone(),
+                    address: r.address.clone(),
+                    datacenter: dc.clone(),
+                    tagged_addresses: r.tagged_addresses.clone(),
+                    meta: r.node_meta.clone(),
+                    create_index: 0,
+                    modify_index: 0,
+                });
+            }
+            let mut service: Option<AgentService> = None;
+            if let Some(s) = &r.service {
+                if s.service.is_empty() {
+                    return Err(StoreError::BadRequest("Must provide service name".into()));
+                }
+                let svc = AgentService {
+                    kind: s.kind.clone(),
+                    id: if s.id.is_empty() {
+                        s.service.clone()
+                    } else {
+                        s.id.clone()
+                    },
+                    service: s.service.clone(),
+                    tags: s.tags.clone().unwrap_or_default(),
+                    meta: s.meta.clone(),
+                    port: s.port,
+                    address: s.address.clone(),
+                    tagged_addresses: s.tagged_addresses.clone(),
+                    weights: s.weights.clone().unwrap_or_default(),
+                    enable_tag_override: s.enable_tag_override,
+                    proxy: s.proxy.clone(),
+                    connect: None,
+                    datacenter: dc.clone(),
+                    create_index: 0,
+                    modify_index: 0,
+                };
+                tx.put_service(&r.node, svc.clone());
+                service = Some(svc);
+            }
+            for c in r.check.iter().chain(r.checks.iter()) {
+                if c.check_id.is_empty() && c.name.is_empty() {
+                    return Err(StoreError::BadRequest("Missing check ID".into()));
+                }
+                let service_id = if c.service_id.is_empty() {
+                    String::new()
+                } else {
+                    c.service_id.clone()
+                };
+                let owner = if service_id.is_empty() {
+                    None
+                } else if service.as_ref().is_some_and(|s| s.id == service_id) {
+                    service.clone()
+                } else {
+                    let found = tx
+                        .st
+                        .services
+                        .get(&(r.node.clone(), service_id.clone()))
+                        .cloned();
+                    Some(found.ok_or_else(|| {
+                        StoreError::BadRequest(format!(
+                            "Unknown service ID {service_id:?} for check"
+                        ))
+                    })?)
+                };
+                let check_id = if c.check_id.is_empty() {
+                    c.name.clone()
+                } else {
+                    c.check_id.clone()
+                };
+                tx.put_check(HealthCheck {
+                    node: r.node.clone(),
+                    name: if c.name.is_empty() {
+                        check_id.clone()
+                    } else {
+                        c.name.clone()
+                    },
+                    check_id,
+                    status: c.status.unwrap_or(CheckStatus::Critical),
+                    notes: c.notes.clone(),
+                    output: c.output.clone(),
+                    service_id,
+                    service_name: owner
+                        .as_ref()
+                        .map(|s| s.service.clone())
+                        .unwrap_or_default(),
+                    service_tags: owner.as_ref().map(|s| s.tags.clone()).unwrap_or_default(),
+                    // Catalog checks are reported by whoever registered them; nothing runs them.
+                    check_type: String::new(),
+                    definition: HealthCheckDefinition {
+                        ..c.definition.clone()
+                    },
+                    create_index: 0,
+                    modify_index: 0,
+                });
+            }
+            Ok(())
+        })
+        .await?;
+    reg.checks.reconcile();
+    Ok(json(None, &true))
+}
+
+async fn deregister(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
+    let d: CatalogDeregistration = decode(&body)?;
+    if d.node.is_empty() {
+        return Err(ApiError::bad_request("Must provide node"));
+    }
+    reg.store
+        .write(|tx| {
+            if !d.service_id.is_empty() {
+                tx.delete_service(&d.node, &d.service_id);
+            } else if !d.check_id.is_empty() {
+                tx.delete_check(&d.node, &d.check_id);
+            } else {
+                tx.delete_node(&d.node);
+            }
+            Ok(())
+        })
+        .await?;
+    reg.checks.reconcile();
+    Ok(json(None, &true))
+}
+
+async fn datacenters(State(reg): State<Arc<Registry>>) -> Response {
+    json(None, std::slice::from_ref(&reg.config.datacenter))
+}
+
+async fn nodes(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, nodes) = block(
+        &reg,
+        opts,
+        |st| st.index(idx::NODES).max(1),
+        |st| Ok(st.nodes.values().cloned().collect::<Vec<_>>()),
+    )
+    .await?;
+    Ok(json(Some(index), &nodes))
+}
+
+async fn services(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, services) = block(
+        &reg,
+        opts,
+        |st| st.index(idx::SERVICES).max(1),
+        |st| Ok(st.catalog_services()),
+    )
+    .await?;
+    Ok(json(Some(index), &services))
+}
+
+async fn service(
+    State(reg): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let tags = tags(&params);
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.service_index(&name),
+        |st| Ok(st.catalog_service(&name, &tags)),
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+async fn health_service(
+    State(reg): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let passing = passing(&params)?;
+    let tags = tags(&params);
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.service_index(&name),
+        |st| Ok(st.health_service(&name, &tags, passing)),
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+async fn health_connect(
+    State(reg): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let passing = passing(&params)?;
+    let connect_index = idx::connect(&name);
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.result_index(&connect_index, idx::SERVICES),
+        |st| Ok(st.health_connect(&name, passing)),
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+async fn health_checks(
+    State(reg): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.service_index(&name),
+        |st| {
+            Ok(st
+                .checks
+                .values()
+                .filter(|c| c.service_name == name)
+                .cloned()
+                .collect::<Vec<_>>())
+        },
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+async fn health_node(
+    State(reg): State<Arc<Registry>>,
+    Path(node): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.index(idx::CHECKS).max(1),
+        |st| {
+            Ok(st
+                .checks
+                .values()
+                .filter(|c| c.node == node)
+                .cloned()
+                .collect::<Vec<_>>())
+        },
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+async fn health_state(
+    State(reg): State<Arc<Registry>>,
+    Path(state): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let wanted = match state.as_str() {
+        "any" => None,
+        s => Some(CheckStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid check state {s:?} (use any, passing, warning or critical)"
+            ))
+        })?),
+    };
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.index(idx::CHECKS).max(1),
+        |st| {
+            Ok(st
+                .checks
+                .values()
+                .filter(|c| wanted.is_none_or(|w| c.status == w))
+                .cloned()
+                .collect::<Vec<HealthCheck>>())
+        },
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
