@@ -87,6 +87,23 @@ assert services["web"] == ["v1"], services
 index, instances = c.catalog.service("web")
 assert sorted(i["ServiceID"] for i in instances) == ["web-1", "web-2"]
 
+step("catalog register and deregister on another node")
+assert c.catalog.register(
+    "node-b", "10.1.2.3",
+    service={"Service": "db", "ID": "db-1", "Port": 5432, "Tags": ["primary"]},
+    check={"CheckID": "db-alive", "Name": "db alive", "Status": "passing", "ServiceID": "db-1"},
+)
+index, entries = c.health.service("db", passing=True)
+assert [(e["Node"]["Node"], e["Node"]["Address"], e["Service"]["ID"]) for e in entries] == [
+    ("node-b", "10.1.2.3", "db-1")], entries
+index, nodes = c.catalog.nodes()
+assert sorted(n["Node"] for n in nodes) == ["mesh", "node-b"], nodes
+assert c.catalog.deregister("node-b", check_id="db-alive")
+index, entries = c.health.service("db")
+assert entries[0]["Checks"] == [], entries
+assert c.catalog.deregister("node-b")
+assert c.health.service("db")[1] == []
+
 step("KV put with cas, recursive get, keys, delete")
 assert c.kv.put("app/config/a", "1")
 assert c.kv.put("app/config/b", "2", flags=42)
