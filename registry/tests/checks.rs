@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code
 //! The registry runs HTTP and TCP checks itself: a real HTTP server whose answer we change, a
 //! real TCP port that opens and closes.
 
