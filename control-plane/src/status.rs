@@ -1,0 +1,1 @@
+//! Per-stream xDS status (being written).

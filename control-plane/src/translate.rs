@@ -1,0 +1,1 @@
+//! Registry view -> xDS resources (being written).
