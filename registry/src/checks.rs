@@ -119,28 +119,27 @@ impl CheckRunner {
     /// Starts a task for every local check that has none (or whose definition changed) and
     /// stops the tasks of checks that are gone. Call after every agent write.
     pub fn reconcile(self: &Arc<Self>) {
-        let checks: Vec<HealthCheck> = {
-            let st = self.store.read();
-            st.checks
-                .values()
-                .filter(|c| c.node == self.node && !c.check_type.is_empty())
-                .cloned()
-                .collect()
-        };
+        let st = self.store.read();
+        let local = |id: &str| st.checks.get(&(self.node.clone(), id.to_string()));
         let mut running = self.running();
         running.retain(|id, r| {
-            let keep = checks.iter().any(|c| {
-                &c.check_id == id && c.check_type == r.check_type && c.definition == r.definition
-            });
+            let keep = local(id)
+                .is_some_and(|c| c.check_type == r.check_type && c.definition == r.definition);
             if !keep {
                 r.task.abort();
             }
             keep
         });
-        for check in checks {
-            if running.contains_key(&check.check_id) {
-                continue;
-            }
+        let to_start: Vec<HealthCheck> = st
+            .checks
+            .range((self.node.clone(), String::new())..)
+            .take_while(|((node, _), _)| *node == self.node)
+            .map(|(_, c)| c)
+            .filter(|c| !c.check_type.is_empty() && !running.contains_key(&c.check_id))
+            .cloned()
+            .collect();
+        drop(st);
+        for check in to_start {
             let id = check.check_id.clone();
             let started = self.start(check);
             running.insert(id, started);
