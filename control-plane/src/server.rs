@@ -1,0 +1,167 @@
+//! Wires the pieces together: registry watch -> translation -> snapshot cache -> ADS, and the
+//! admin API that reports each proxy's sync state.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+use crate::ads::{self, AdsServer};
+use crate::cache::SnapshotCache;
+use crate::snapshot::ResourceType;
+use crate::status::{StatusTracker, StreamStatus, SyncState, sync_state};
+use crate::translate;
+use crate::watch::{RegistryHealth, RegistryWatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("ADS server failed: {0}")]
+    Ads(String),
+    #[error("admin server failed: {0}")]
+    Admin(#[from] std::io::Error),
+}
+
+/// Shared by the translator and the admin API.
+struct Shared {
+    cache: SnapshotCache,
+    status: Arc<StatusTracker>,
+    watch: RegistryWatch,
+    translate_errors: Mutex<BTreeMap<String, String>>,
+}
+
+/// Runs the control plane on already-bound listeners until `shutdown` resolves.
+pub async fn run(
+    registry_url: &str,
+    xds: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let shared = Arc::new(Shared {
+        cache: SnapshotCache::default(),
+        status: Arc::new(StatusTracker::new()),
+        watch: RegistryWatch::start(registry_url),
+        translate_errors: Mutex::new(BTreeMap::new()),
+    });
+    let translator = tokio::spawn(translate_loop(Arc::clone(&shared)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let app = axum::Router::new()
+        .route("/status", get(status))
+        .route("/ready", get(ready))
+        .with_state(Arc::clone(&shared));
+    let admin_server = axum::serve(admin, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let ads_server = ads::serve(
+        xds,
+        AdsServer::new(shared.cache.clone(), Arc::clone(&shared.status)),
+        stopped(stop_rx),
+    );
+    let (a, b) = tokio::join!(
+        async { admin_server.await.map_err(ServerError::Admin) },
+        async {
+            ads_server
+                .await
+                .map_err(|e| ServerError::Ads(e.to_string()))
+        }
+    );
+    translator.abort();
+    a.and(b)
+}
+
+/// Turns every new registry view into snapshots. A proxy whose translation fails keeps its
+/// last good snapshot, and the error is reported in the status.
+async fn translate_loop(shared: Arc<Shared>) {
+    let mut views = shared.watch.views.clone();
+    while views.changed().await.is_ok() {
+        let view = views.borrow_and_update().clone();
+        let (mut snapshots, errors) = translate::all_snapshots(&view);
+        let previous = shared.cache.all();
+        let mut error_map = BTreeMap::new();
+        for (proxy, error) in errors {
+            tracing::warn!(%proxy, %error, "cannot translate proxy configuration; keeping its last good one");
+            if let Some(last) = previous.get(&proxy) {
+                snapshots.insert(proxy.clone(), Arc::clone(last));
+            }
+            error_map.insert(proxy, error.to_string());
+        }
+        *shared
+            .translate_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = error_map;
+        let changed = snapshots.len() != previous.len()
+            || snapshots
+                .iter()
+                .any(|(k, v)| previous.get(k).is_none_or(|p| p != v));
+        if changed {
+            shared
+                .cache
+                .publish(snapshots.into_iter().collect::<HashMap<_, _>>());
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ProxyView {
+    state: SyncState,
+    #[serde(flatten)]
+    stream: StreamStatus,
+    current_versions: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    registry: RegistryHealth,
+    proxies: Vec<ProxyView>,
+    translate_errors: BTreeMap<String, String>,
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let proxies = shared
+        .status
+        .streams()
+        .into_iter()
+        .map(|stream| {
+            let snapshot = shared.cache.get(&stream.node_id);
+            ProxyView {
+                state: sync_state(&stream, &snapshot),
+                current_versions: ResourceType::ALL
+                    .into_iter()
+                    .map(|t| (t.short(), snapshot.version(t).to_string()))
+                    .collect(),
+                stream,
+            }
+        })
+        .collect();
+    let view = StatusView {
+        registry: shared.watch.health(),
+        proxies,
+        translate_errors: shared
+            .translate_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    };
+    axum::Json(view).into_response()
+}
+
+/// Ready once the first complete view of the registry has been translated.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.watch.health().synced {
+        (axum::http::StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the registry\n",
+        )
+            .into_response()
+    }
+}

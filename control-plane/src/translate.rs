@@ -1,1 +1,0 @@
-//! Registry view -> xDS resources (being written).
