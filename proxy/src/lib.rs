@@ -1,1 +1,11 @@
-//! Placeholder: the sidecar proxy arrives with issue 4.
+//! The sidecar proxy: takes its whole configuration from an xDS server and carries HTTP/1.1,
+//! HTTP/2, gRPC and TCP between services.
+//!
+//! Data path (modules follow it): listener -> protocol (HTTP connection manager or TCP proxy)
+//! -> route -> balance -> upstream. Configuration path: xds (ADS client) -> config (validated
+//! snapshot) -> runtime (published with one atomic swap; requests only load it).
+
+pub mod balance;
+pub mod config;
+pub mod route;
+pub mod xds;
