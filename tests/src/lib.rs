@@ -4,6 +4,8 @@
 //! In CI (`CI=true`) a missing Python environment fails the test; elsewhere the test says
 //! loudly that it skipped.
 
+pub mod scenario;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
