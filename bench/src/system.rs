@@ -1,8 +1,11 @@
-//! What the machine allows and is: the open-file limit and the filesystem under the data
-//! directory, read from `/proc` (Linux); elsewhere these read as unknown.
+//! What the machine allows and is: the open-file limit, the filesystem under the data
+//! directory, and a process's memory and CPU time, read from `/proc` (Linux); elsewhere these
+//! read as unknown.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// The soft limit on open files (`ulimit -n`); `None` when unknown or unlimited.
 pub fn open_files_limit() -> Option<u64> {
@@ -71,6 +74,83 @@ pub fn is_memory_backed(fs_type: &str) -> bool {
     matches!(fs_type, "tmpfs" | "ramfs")
 }
 
+/// The 1-minute load average (`/proc/loadavg`): runnable tasks, averaged; above the CPU count
+/// the machine was busy with something.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A process's resident memory and the CPU time it has used so far (all threads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcStats {
+    /// `VmRSS` from `/proc/PID/status`.
+    pub rss_bytes: u64,
+    /// utime + stime from `/proc/PID/stat`, in seconds.
+    pub cpu_seconds: f64,
+}
+
+impl ProcStats {
+    pub fn rss_mb(&self) -> f64 {
+        self.rss_bytes as f64 / (1024.0 * 1024.0)
+    }
+}
+
+/// The memory and CPU time of process `pid`; `None` for this process.
+pub fn proc_stats(pid: Option<u32>) -> Result<ProcStats> {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}"),
+        None => "/proc/self".to_string(),
+    };
+    let status = std::fs::read_to_string(format!("{dir}/status"))
+        .with_context(|| format!("cannot read {dir}/status"))?;
+    let stat = std::fs::read_to_string(format!("{dir}/stat"))
+        .with_context(|| format!("cannot read {dir}/stat"))?;
+    Ok(ProcStats {
+        rss_bytes: parse_vm_rss(&status).context("no VmRSS line in /proc/PID/status")?,
+        cpu_seconds: parse_cpu_ticks(&stat).context("cannot parse /proc/PID/stat")? as f64
+            / clock_ticks_per_second() as f64,
+    })
+}
+
+/// `VmRSS:   12345 kB` -> bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// utime + stime (fields 14 and 15) in clock ticks. The command name (field 2) is in
+/// parentheses and may hold spaces, so fields are counted from the last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, so index 11.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `getconf CLK_TCK` (the workspace forbids the `unsafe` a direct `sysconf` call needs); 100,
+/// the value on every common Linux, when it cannot be asked.
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: OnceLock<u64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +166,24 @@ mod tests {
     fn the_root_filesystem_has_a_type_on_linux() {
         if cfg!(target_os = "linux") {
             assert!(filesystem_type(Path::new("/")).is_some());
+        }
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_after_the_command_name() {
+        let stat = "42 (my (odd) cmd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(
+            parse_vm_rss("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            Some(2048 * 1024)
+        );
+    }
+
+    #[test]
+    fn this_process_has_memory_and_cpu_time() {
+        if cfg!(target_os = "linux") {
+            let stats = proc_stats(None).unwrap();
+            assert!(stats.rss_bytes > 0 && stats.cpu_seconds >= 0.0, "{stats:?}");
         }
     }
 }

@@ -37,7 +37,8 @@ struct TypeState {
     names: BTreeSet<String>,
     /// What the client has: name -> version.
     known: BTreeMap<String, String>,
-    /// Changes the client NACKed; not offered again while the snapshot still has them.
+    /// Removals the client NACKed; not offered again while the snapshot still lacks them.
+    /// (NACKed updates are counted as known instead: see the NACK branch of `on_request`.)
     rejected: BTreeMap<String, Change>,
     /// Nonce of the latest response; empty before the first.
     nonce: String,
@@ -215,7 +216,21 @@ impl Protocol for Delta {
                 let message = nack_message(detail);
                 warn!(r#type = t.short(), version, error = message, "NACK");
                 self.status.nacked(t, &version, message);
-                state.rejected.extend(changes);
+                for (name, change) in changes {
+                    match change {
+                        // Envoy applies a response resource by resource, so the client may
+                        // hold any of these: count them as known. The rejected version is
+                        // then not offered again until it changes, and a later removal
+                        // still reaches the client.
+                        Some(v) if state.wants(&name) => {
+                            state.known.insert(name, v);
+                        }
+                        Some(_) => {}
+                        None => {
+                            state.rejected.insert(name, None);
+                        }
+                    }
+                }
             }
             None => {
                 debug!(r#type = t.short(), version, "ACK");
@@ -501,5 +516,24 @@ mod tests {
         d.on_request(request(eds, &["b"], ""));
         let out = d.responses(&snap);
         assert_eq!(out[0].resources[0].name, "b");
+    }
+
+    #[test]
+    fn a_nacked_update_is_not_resent_but_its_later_removal_is() {
+        let mut d = delta();
+        d.on_request(request(ResourceType::Cluster, &[], ""));
+        let out = d.responses(&snapshot(&["a"], &[]));
+        ack(&mut d, &out[0], None);
+        let with_b = snapshot(&["a", "b"], &[]);
+        let out = d.responses(&with_b);
+        assert_eq!(out[0].resources.len(), 1);
+        ack(&mut d, &out[0], Some("cluster b: bad"));
+        assert!(
+            d.responses(&with_b).is_empty(),
+            "the rejected version was offered again"
+        );
+        // The client may have applied part of that response: a removal must still reach it.
+        let out = d.responses(&snapshot(&["a"], &[]));
+        assert_eq!(out[0].removed_resources, vec!["b".to_string()]);
     }
 }
