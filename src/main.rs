@@ -36,6 +36,35 @@ enum Command {
     ///
     /// Example: mesh envoy-bootstrap --proxy-id web-sidecar-proxy > envoy.yaml && envoy -c envoy.yaml
     EnvoyBootstrap(BootstrapArgs),
+    /// Run the sidecar proxy, configured entirely by an xDS server.
+    ///
+    /// Example: mesh proxy --node-id web-1-sidecar-proxy --xds-url http://127.0.0.1:18000 --admin-addr 127.0.0.1:19000
+    Proxy(ProxyArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdsModeArg {
+    Sotw,
+    Delta,
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The proxy's xDS node.id: its connect-proxy service ID in the registry.
+    #[arg(long)]
+    node_id: String,
+    /// node.cluster; defaults to the node ID.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The xDS (ADS) server.
+    #[arg(long, env = "MESH_XDS_URL", default_value = "http://127.0.0.1:18000")]
+    xds_url: String,
+    /// Admin API: /ready, /config_dump, /clusters, /stats, /stats/prometheus.
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    admin_addr: SocketAddr,
+    /// State of the world or incremental (delta) xDS.
+    #[arg(long, value_enum, default_value = "delta")]
+    xds_mode: XdsModeArg,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +154,7 @@ fn main() -> anyhow::Result<()> {
             Command::ControlPlane(args) => run_control_plane(args).await,
             Command::Status(args) => status::run(&args.control_plane_url, args.json).await,
             Command::EnvoyBootstrap(args) => envoy_bootstrap(args),
+            Command::Proxy(args) => run_proxy(args).await,
         }
     })
 }
@@ -160,6 +190,39 @@ async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     tracing::info!(registry = %args.registry_url, "watching the registry");
     mesh_control_plane::server::run(&args.registry_url, xds, admin, shutdown_signal()).await?;
     tracing::info!("control plane stopped");
+    Ok(())
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats};
+    anyhow::ensure!(!args.node_id.is_empty(), "--node-id must not be empty");
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin_addr))?;
+    tracing::info!(addr = %admin.local_addr()?, "admin listening");
+    let (updates, configs) = tokio::sync::watch::channel(std::sync::Arc::new(
+        mesh_proxy::config::ProxyConfig::default(),
+    ));
+    let stats = std::sync::Arc::new(XdsStats::default());
+    let options = XdsOptions {
+        cluster: args.cluster.unwrap_or_else(|| args.node_id.clone()),
+        node_id: args.node_id,
+        server: args.xds_url,
+        mode: match args.xds_mode {
+            XdsModeArg::Sotw => XdsMode::Sotw,
+            XdsModeArg::Delta => XdsMode::Delta,
+        },
+    };
+    tracing::info!(node = %options.node_id, server = %options.server, "connecting to xDS");
+    let xds = tokio::spawn(mesh_proxy::xds::run(
+        options,
+        updates,
+        std::sync::Arc::clone(&stats),
+    ));
+    let result = mesh_proxy::runtime::run(configs, stats, Some(admin), shutdown_signal()).await;
+    xds.abort();
+    result?;
+    tracing::info!("proxy stopped");
     Ok(())
 }
 

@@ -5,7 +5,15 @@
 //! -> route -> balance -> upstream. Configuration path: xds (ADS client) -> config (validated
 //! snapshot) -> runtime (published with one atomic swap; requests only load it).
 
+pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod metrics;
 pub mod route;
+pub mod runtime;
+pub mod tcp;
+pub mod upstream;
 pub mod xds;

@@ -90,7 +90,7 @@ impl Mesh {
         .await;
     }
 
-    /// Sends `n` requests through Envoy's outbound listener and counts answers by backend.
+    /// Sends `n` requests through the sidecar's outbound listener and counts answers by backend.
     async fn sample(&self, n: usize, headers: &[(&str, &str)]) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for _ in 0..n {
@@ -302,7 +302,7 @@ pub async fn run_scenario(kind: SidecarKind, delta: bool, inbound_sidecar: bool)
             c.keys().all(|k| k.starts_with("v1-")) && c.len() == 2
         })
         .await;
-    println!("first traffic through Envoy after {took:?}");
+    println!("first traffic through the sidecar after {took:?}");
 
     // A 90/10 split holds within a few percent over 2,000 requests.
     mesh.put(

@@ -44,6 +44,9 @@ struct TypeState {
     nonce: String,
     /// The latest response while unanswered: its system version and changes.
     in_flight: Option<(String, BTreeMap<String, Change>)>,
+    /// The system version of the last NACKed response, until an ACK: a snapshot still at
+    /// that version is not "in sync" even though nothing is left to send.
+    nacked: Option<String>,
 }
 
 impl TypeState {
@@ -216,6 +219,7 @@ impl Protocol for Delta {
                 let message = nack_message(detail);
                 warn!(r#type = t.short(), version, error = message, "NACK");
                 self.status.nacked(t, &version, message);
+                state.nacked = Some(version.clone());
                 for (name, change) in changes {
                     match change {
                         // Envoy applies a response resource by resource, so the client may
@@ -235,6 +239,7 @@ impl Protocol for Delta {
             None => {
                 debug!(r#type = t.short(), version, "ACK");
                 self.status.acked(t, &version);
+                state.nacked = None;
                 for (name, change) in changes {
                     state.rejected.remove(&name);
                     match change {
@@ -302,7 +307,7 @@ impl Delta {
             plan.removals.clear();
         }
         if plan.is_empty() {
-            if state.plan(t, snapshot).is_empty() {
+            if state.plan(t, snapshot).is_empty() && state.nacked.as_deref() != Some(version) {
                 self.status.in_sync(t, version);
             }
             return None;

@@ -1,0 +1,267 @@
+//! The bodies the connection manager moves: requests towards the upstream (streamed, or a
+//! small buffer that a retry can send again) and responses towards the client (streamed from
+//! the upstream with the route's timeouts, or a local reply).
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::RequestGuard;
+use crate::error::ProxyError;
+use crate::upstream::{InFlight, PooledHttp1};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    /// Buffered so a retry can replay it.
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+impl RequestBody {
+    pub fn full(bytes: Bytes) -> RequestBody {
+        if bytes.is_empty() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Full(Some(bytes))
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Full(bytes) => bytes.is_none(),
+            RequestBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Route timeout (absolute) and stream idle timeout for a streamed response body. The timer
+/// is only created when the body actually has to wait, so a response that arrives in one
+/// piece costs no timer at all.
+#[derive(Debug)]
+pub(crate) struct StreamTimer {
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Route,
+    Idle,
+}
+
+impl StreamTimer {
+    pub fn new(deadline: Option<Instant>, idle: Option<Duration>) -> StreamTimer {
+        StreamTimer {
+            deadline,
+            idle,
+            sleep: None,
+            progressed: false,
+        }
+    }
+
+    fn target(&self) -> Option<Instant> {
+        match (self.deadline, self.idle) {
+            (None, None) => None,
+            (Some(d), None) => Some(d),
+            (d, Some(idle)) => {
+                let idle_at = Instant::now() + idle;
+                Some(d.map_or(idle_at, |d| d.min(idle_at)))
+            }
+        }
+    }
+
+    /// Called when the body is pending: arms or re-arms the timer, reports expiry.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
+        if self.sleep.is_none() || self.progressed {
+            let target = self.target()?;
+            self.progressed = false;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(target),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(target))),
+            }
+        }
+        let sleep = self.sleep.as_mut()?;
+        if sleep.as_mut().poll(cx).is_pending() {
+            return None;
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Some(Expired::Route),
+            _ => Some(Expired::Idle),
+        }
+    }
+}
+
+/// A response body streamed from the upstream.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    pub body: Incoming,
+    /// Back to the pool once the body has been read to its end.
+    pub conn: Option<PooledHttp1>,
+    pub in_flight: InFlight,
+    pub timer: StreamTimer,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.release();
+        }
+        self.timer.sleep = None;
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer.progressed = true;
+                if self.body.is_end_stream() {
+                    self.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.conn = None;
+                self.in_flight.cluster().upstream_rq_rx_reset.inc();
+                self.in_flight.endpoint().rq_error.inc();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => match self.timer.poll_expired(cx) {
+                None => Poll::Pending,
+                Some(expired) => {
+                    // The connection is mid-response: never reuse it.
+                    self.conn = None;
+                    self.timer.sleep = None;
+                    self.timer.deadline = None;
+                    self.timer.idle = None;
+                    if expired == Expired::Route {
+                        self.in_flight.cluster().upstream_rq_timeout.inc();
+                    }
+                    self.in_flight.endpoint().rq_timeout.inc();
+                    Poll::Ready(Some(Err(Box::new(ProxyError::Timeout))))
+                }
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+/// A response body on its way to the client. It also carries the request's accounting, which
+/// ends when hyper drops the body after the last byte.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    request: Option<RequestGuard>,
+}
+
+impl ResponseBody {
+    pub fn empty() -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Empty,
+            request: None,
+        }
+    }
+
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody {
+            kind: if bytes.is_empty() {
+                Kind::Empty
+            } else {
+                Kind::Full(Some(bytes))
+            },
+            request: None,
+        }
+    }
+
+    pub(crate) fn upstream(mut body: UpstreamBody) -> ResponseBody {
+        if body.body.is_end_stream() {
+            body.finish();
+        }
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            request: None,
+        }
+    }
+
+    pub(crate) fn attach(&mut self, guard: RequestGuard) {
+        self.request = Some(guard);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Empty => true,
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.body.size_hint(),
+        }
+    }
+}

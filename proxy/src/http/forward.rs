@@ -1,0 +1,564 @@
+//! One request through the router: snapshot, virtual host, route, then a direct response, a
+//! redirect, or a forward to a cluster with the route's rewrites, header mutations, timeouts
+//! and retries.
+//!
+//! Retries: a try may be repeated (on another endpoint, the balancer is told which ones were
+//! tried) only while nothing has been sent downstream. A request whose body never left (connect
+//! failure) is always replayable; otherwise only bodies that are empty or that we buffered:
+//! when the route has a retry policy, a body with a known length up to
+//! [`RETRY_BUFFER_LIMIT`] is read first and sent from memory. Longer or chunked bodies stream
+//! and are retried on connect failures only.
+//!
+//! Timeouts: the route timeout (Envoy default 15 s, zero = none) starts when the request
+//! arrives and covers every try and backoff up to the response headers, then the rest of the
+//! response body (a stream reset if it fires late). `per_try_timeout` bounds each try up to its
+//! response headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, LOCATION, UPGRADE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::ConnCtx;
+use super::body::{RequestBody, ResponseBody, StreamTimer, UpstreamBody};
+use super::headers::{
+    self, Levels, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
+use crate::error::{ProxyError, Retry, local_reply};
+use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
+use crate::runtime::ClusterRuntime;
+use crate::upstream::{InFlight, PooledHttp1, SendError};
+
+/// Largest request body (with a known length) buffered so that it can be retried.
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Routes and answers one request.
+pub(super) async fn proxy(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let stats = &ctx.listener.stats;
+    let grpc = is_grpc(req.headers());
+    let snapshot = ctx.shared.snapshot.load_full();
+    let retired;
+    let config = match snapshot.route_config(&ctx.listener.name) {
+        Some(config) => config,
+        None => {
+            // A removed listener's draining connections keep its last routes.
+            retired = ctx.listener.retired_routes.load_full();
+            match retired.as_deref() {
+                Some(config) => config,
+                None => {
+                    stats.no_route.inc();
+                    return ProxyError::NoRoute.to_response(grpc);
+                }
+            }
+        }
+    };
+    let authority = headers::authority(req.uri(), req.headers());
+    let path_and_query = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    let Some(vhost) = select_virtual_host(config, authority) else {
+        stats.no_route.inc();
+        return ProxyError::NoRoute.to_response(grpc);
+    };
+    let view = RequestView {
+        method: req.method(),
+        path_and_query,
+        authority,
+        headers: req.headers(),
+        source: ctx.peer,
+    };
+    let Some(route) = match_route(vhost, &view) else {
+        stats.no_route.inc();
+        return ProxyError::NoRoute.to_response(grpc);
+    };
+    let levels = Levels {
+        weighted: None,
+        route,
+        vhost,
+        config,
+    };
+    match &route.action {
+        RouteAction::DirectResponse { status, body } => {
+            stats.rq_direct_response.inc();
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = local_reply(status, body.clone().unwrap_or_default(), grpc);
+            levels.mutate_response(response.headers_mut());
+            response
+        }
+        RouteAction::Redirect(redirect) => {
+            stats.rq_redirect.inc();
+            let location = headers::redirect_location(
+                redirect,
+                route,
+                req.headers(),
+                authority,
+                path_and_query,
+            );
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() =
+                StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(LOCATION, location);
+            }
+            levels.mutate_response(response.headers_mut());
+            response
+        }
+        RouteAction::Forward(action) => {
+            let (cluster_name, weighted) = match &action.target {
+                ClusterTarget::Cluster(name) => (name.as_str(), None),
+                ClusterTarget::Weighted(clusters) => {
+                    match pick_weighted(clusters, fastrand::u64(..)) {
+                        Some(w) => (w.name.as_str(), Some(w)),
+                        None => {
+                            stats.no_cluster.inc();
+                            return reply(&levels, &ProxyError::UnknownCluster, grpc);
+                        }
+                    }
+                }
+            };
+            let levels = Levels { weighted, ..levels };
+            let Some(cluster) = snapshot.clusters.get(cluster_name) else {
+                stats.no_cluster.inc();
+                return reply(&levels, &ProxyError::UnknownCluster, grpc);
+            };
+            let hash = if cluster.hashing && !action.hash_policy.is_empty() {
+                request_hash(&action.hash_policy, &view)
+            } else {
+                None
+            };
+            let matched = headers::matched_len(route, req.uri().path());
+            forward(ctx, cluster, &levels, action, matched, hash, req, grpc).await
+        }
+    }
+}
+
+fn reply(levels: &Levels<'_>, error: &ProxyError, grpc: bool) -> Response<ResponseBody> {
+    let mut response = error.to_response(grpc);
+    levels.mutate_response(response.headers_mut());
+    response
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() <= Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && headers::connection_has(req.headers(), "upgrade")
+}
+
+enum BodySource {
+    Empty,
+    Buffered(Bytes),
+    Stream(Option<Incoming>),
+}
+
+/// What every try is built from.
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: BodySource,
+    /// Keep a copy of the head for another try.
+    keep: bool,
+}
+
+impl Template {
+    fn replayable(&self) -> bool {
+        !matches!(self.body, BodySource::Stream(_))
+    }
+
+    fn build(&mut self) -> Option<Request<RequestBody>> {
+        let body = match &mut self.body {
+            BodySource::Empty => RequestBody::Empty,
+            BodySource::Buffered(bytes) => RequestBody::full(bytes.clone()),
+            BodySource::Stream(body) => RequestBody::Stream(body.take()?),
+        };
+        let mut req = Request::new(body);
+        if self.keep {
+            *req.method_mut() = self.method.clone();
+            *req.uri_mut() = self.uri.clone();
+            *req.headers_mut() = self.headers.clone();
+        } else {
+            *req.method_mut() = std::mem::take(&mut self.method);
+            *req.uri_mut() = std::mem::take(&mut self.uri);
+            *req.headers_mut() = std::mem::take(&mut self.headers);
+        }
+        *req.version_mut() = self.version;
+        Some(req)
+    }
+}
+
+/// The upstream response that ends the tries.
+struct Upstream {
+    response: Response<Incoming>,
+    conn: Option<PooledHttp1>,
+    in_flight: InFlight,
+    started: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    ctx: &Arc<ConnCtx>,
+    cluster: &ClusterRuntime,
+    levels: &Levels<'_>,
+    action: &ForwardAction,
+    matched: usize,
+    hash: Option<u64>,
+    mut req: Request<Incoming>,
+    grpc: bool,
+) -> Response<ResponseBody> {
+    let arrived = Instant::now();
+    let http2 = cluster.config.http2;
+    let upgrade = wants_upgrade(&req);
+    if upgrade && http2 {
+        return reply(levels, &ProxyError::UpgradeToHttp2, grpc);
+    }
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let http::request::Parts {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = parts;
+    let upgrade_protocol = if upgrade {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+
+    let path_and_query = match (&action.prefix_rewrite, uri.path_and_query()) {
+        (Some(rewrite), pq) => {
+            let pq = pq.map_or("/", PathAndQuery::as_str);
+            let rewritten = headers::rewrite_prefix(pq, matched, rewrite);
+            PathAndQuery::from_maybe_shared(Bytes::from(rewritten)).ok()
+        }
+        (None, pq) => pq.cloned(),
+    };
+    let path_and_query = path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+    let upstream_uri = if http2 {
+        // HTTP/2 carries the authority as :authority, built from the URI.
+        let authority = match &action.host_rewrite_literal {
+            Some(host) => Authority::try_from(host.as_str()).ok(),
+            None => match uri.authority() {
+                Some(a) => Some(a.clone()),
+                None => headers
+                    .get(HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+            },
+        };
+        headers.remove(HOST);
+        let mut builder = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .path_and_query(path_and_query);
+        if let Some(authority) = authority {
+            builder = builder.authority(authority);
+        }
+        builder.build().unwrap_or_default()
+    } else {
+        match &action.host_rewrite_literal {
+            Some(host) => {
+                if let Ok(host) = HeaderValue::from_str(host) {
+                    headers.insert(HOST, host);
+                }
+            }
+            None => {
+                if !headers.contains_key(HOST)
+                    && let Some(authority) = uri.authority()
+                    && let Ok(host) = HeaderValue::from_str(authority.as_str())
+                {
+                    headers.insert(HOST, host);
+                }
+            }
+        }
+        Uri::from(path_and_query)
+    };
+
+    headers::strip_hop_by_hop(&mut headers);
+    // Like Envoy, answer `Expect: 100-continue` here (hyper sends the 100 when the body is
+    // first read) instead of passing it on.
+    if headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        headers.remove(EXPECT);
+    }
+    levels.mutate_request(&mut headers);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), headers::request_id());
+    }
+    if let Some(protocol) = &upgrade_protocol {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+
+    let policy = action
+        .retry
+        .as_ref()
+        .filter(|p| p.num_retries > 0 && !upgrade);
+    let body = if body.is_end_stream() {
+        BodySource::Empty
+    } else if policy.is_some()
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
+    {
+        match body.collect().await {
+            Ok(collected) => BodySource::Buffered(collected.to_bytes()),
+            Err(e) => return reply(levels, &ProxyError::DownstreamBody(e), grpc),
+        }
+    } else {
+        BodySource::Stream(Some(body))
+    };
+    let mut template = Template {
+        method,
+        uri: upstream_uri,
+        version: if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
+        headers,
+        body,
+        keep: policy.is_some(),
+    };
+
+    let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
+    let tries = send_with_retries(cluster, hash, policy, &mut template);
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, tries).await {
+            Ok(result) => result,
+            Err(_) => {
+                cluster.stats.upstream_rq_timeout.inc();
+                Err(ProxyError::Timeout)
+            }
+        },
+        None => tries.await,
+    };
+    let Upstream {
+        mut response,
+        conn,
+        in_flight,
+        started,
+    } = match result {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::debug!(%error, flag = error.flag(), side = ?error.side(), "local reply");
+            return reply(levels, &error, grpc);
+        }
+    };
+    let service_time = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+
+    if let Some(downstream) = downstream_upgrade
+        && response.status() == StatusCode::SWITCHING_PROTOCOLS
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        ctx.listener.stats.upgrades.inc();
+        tokio::spawn(tunnel(downstream, upstream, Arc::clone(ctx), in_flight));
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(UPGRADE, protocol);
+        }
+        levels.mutate_response(&mut parts.headers);
+        parts.version = Version::HTTP_11;
+        return Response::from_parts(parts, ResponseBody::empty());
+    }
+
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(
+        X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+        headers::service_time(service_time),
+    );
+    levels.mutate_response(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    let idle = action
+        .idle_timeout
+        .or(ctx.listener.hcm.stream_idle_timeout)
+        .filter(|d| !d.is_zero());
+    let body = ResponseBody::upstream(UpstreamBody {
+        body,
+        conn,
+        in_flight,
+        timer: StreamTimer::new(deadline, idle),
+    });
+    Response::from_parts(parts, body)
+}
+
+fn retry_on_status(policy: &RetryPolicy, status: u16) -> bool {
+    (policy.retry_on_5xx && status >= 500)
+        || (policy.retry_on_gateway_error && matches!(status, 502..=504))
+        || policy.retriable_status_codes.contains(&status)
+}
+
+fn retry_on_error(policy: &RetryPolicy, error: &ProxyError) -> bool {
+    if error.retry() == Retry::Never {
+        return false;
+    }
+    policy.retry_on_5xx
+        || policy.retry_on_gateway_error
+        || policy.retry_on_reset
+        || (policy.retry_on_connect_failure && error.is_connect_failure())
+}
+
+/// Envoy's fully jittered exponential backoff: retry N waits a uniform time in
+/// `[0, (2^N - 1) * base)`, capped at `max`.
+async fn backoff(policy: &RetryPolicy, retry: u32) {
+    let base = u64::try_from(policy.backoff_base.as_micros()).unwrap_or(u64::MAX);
+    let max = u64::try_from(policy.backoff_max.as_micros()).unwrap_or(u64::MAX);
+    let factor = (1u64 << retry.min(32)) - 1;
+    let upper = base.saturating_mul(factor).min(max.max(base));
+    if upper == 0 {
+        return;
+    }
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..upper))).await;
+}
+
+async fn send_with_retries(
+    cluster: &ClusterRuntime,
+    hash: Option<u64>,
+    policy: Option<&RetryPolicy>,
+    template: &mut Template,
+) -> Result<Upstream, ProxyError> {
+    let max_retries = policy.map_or(0, |p| p.num_retries);
+    let per_try = policy
+        .and_then(|p| p.per_try_timeout)
+        .filter(|d| !d.is_zero());
+    let stats = &cluster.stats;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut pending: Option<Request<RequestBody>> = None;
+    let mut retries = 0;
+    loop {
+        let Some(index) = cluster.balancer.pick(hash, &tried) else {
+            stats.upstream_cx_none_healthy.inc();
+            return Err(ProxyError::NoHealthyUpstream);
+        };
+        let Some(pool) = cluster.upstream.endpoint(index) else {
+            stats.upstream_cx_none_healthy.inc();
+            return Err(ProxyError::NoHealthyUpstream);
+        };
+        let Some(request) = pending.take().or_else(|| template.build()) else {
+            // Unreachable: a consumed streaming body is never retried.
+            return Err(ProxyError::NoHealthyUpstream);
+        };
+        let in_flight = InFlight::start(pool, cluster.balancer.start(index));
+        let started = Instant::now();
+        let sent = match per_try {
+            Some(limit) => match tokio::time::timeout(limit, pool.send(request)).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    stats.upstream_rq_per_try_timeout.inc();
+                    pool.stats.rq_timeout.inc();
+                    Err(SendError::Sent(ProxyError::PerTryTimeout))
+                }
+            },
+            None => pool.send(request).await,
+        };
+        let may_retry = retries < max_retries;
+        match sent {
+            Ok((response, conn)) => {
+                let status = response.status().as_u16();
+                stats.upstream_rq_xx.record(status);
+                stats.upstream_rq_time.record(started.elapsed());
+                if status >= 500 {
+                    pool.stats.rq_error.inc();
+                } else {
+                    pool.stats.rq_success.inc();
+                }
+                if may_retry
+                    && template.replayable()
+                    && policy.is_some_and(|p| retry_on_status(p, status))
+                {
+                    drop((response, conn, in_flight));
+                } else {
+                    if retries > 0 {
+                        stats.upstream_rq_retry_success.inc();
+                    }
+                    return Ok(Upstream {
+                        response,
+                        conn,
+                        in_flight,
+                        started,
+                    });
+                }
+            }
+            Err(SendError::NotSent(error, request)) => {
+                pool.stats.rq_error.inc();
+                if !(may_retry && policy.is_some_and(|p| retry_on_error(p, &error))) {
+                    return Err(error);
+                }
+                tracing::debug!(%error, endpoint = %pool.addr, "retrying");
+                pending = Some(*request);
+            }
+            Err(SendError::Sent(error)) => {
+                pool.stats.rq_error.inc();
+                if matches!(error, ProxyError::UpstreamReset(_)) {
+                    stats.upstream_rq_rx_reset.inc();
+                }
+                if !(may_retry
+                    && template.replayable()
+                    && policy.is_some_and(|p| retry_on_error(p, &error)))
+                {
+                    return Err(error);
+                }
+                tracing::debug!(%error, endpoint = %pool.addr, "retrying");
+            }
+        }
+        retries += 1;
+        stats.upstream_rq_retry.inc();
+        tried.push(index);
+        if let Some(policy) = policy {
+            backoff(policy, retries).await;
+        }
+    }
+}
+
+/// Copies bytes both ways after a successful `Upgrade`, until either side closes or the
+/// listener's drain deadline passes.
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    ctx: Arc<ConnCtx>,
+    in_flight: InFlight,
+) {
+    let _in_flight = in_flight;
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    let mut drain = ctx.drain.clone();
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        () = crate::listener::aborted(&mut drain) => {}
+    }
+}

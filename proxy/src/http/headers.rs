@@ -1,0 +1,398 @@
+//! Header work on the way through: hop-by-hop stripping, the route's header mutations, the
+//! headers Envoy adds, path rewrites and redirect locations.
+
+use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{
+    AppendAction, HeaderValueOption, PathMatch, RedirectAction, Route, RouteConfig, VirtualHost,
+    WeightedCluster,
+};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether the `Connection` header lists `token`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Removes connection-specific headers (RFC 9110 7.6.1), including the ones the `Connection`
+/// header names; `te: trailers` stays (gRPC needs it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                    || token.eq_ignore_ascii_case("upgrade")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+    if headers
+        .get(TE)
+        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(TE);
+    }
+}
+
+fn apply_level(headers: &mut HeaderMap, remove: &[String], add: &[HeaderValueOption]) {
+    for name in remove {
+        headers.remove(name.as_str());
+    }
+    for h in add {
+        match h.action {
+            AppendAction::AppendIfExistsOrAdd => {
+                headers.append(h.name.clone(), h.value.clone());
+            }
+            AppendAction::AddIfAbsent => {
+                if !headers.contains_key(&h.name) {
+                    headers.insert(h.name.clone(), h.value.clone());
+                }
+            }
+            AppendAction::OverwriteIfExistsOrAdd => {
+                headers.insert(h.name.clone(), h.value.clone());
+            }
+            AppendAction::OverwriteIfExists => {
+                if headers.contains_key(&h.name) {
+                    headers.insert(h.name.clone(), h.value.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The configuration levels a matched request carries header mutations from.
+#[derive(Clone, Copy)]
+pub struct Levels<'a> {
+    pub weighted: Option<&'a WeightedCluster>,
+    pub route: &'a Route,
+    pub vhost: &'a VirtualHost,
+    pub config: &'a RouteConfig,
+}
+
+impl Levels<'_> {
+    /// Envoy's order: weighted cluster, route, virtual host, route configuration; each level
+    /// removes, then adds. Later levels win (Envoy's default, `most_specific_header_mutations_wins`
+    /// false).
+    pub fn mutate_request(&self, headers: &mut HeaderMap) {
+        if let Some(w) = self.weighted {
+            apply_level(
+                headers,
+                &w.request_headers_to_remove,
+                &w.request_headers_to_add,
+            );
+        }
+        apply_level(
+            headers,
+            &self.route.request_headers_to_remove,
+            &self.route.request_headers_to_add,
+        );
+        apply_level(
+            headers,
+            &self.vhost.request_headers_to_remove,
+            &self.vhost.request_headers_to_add,
+        );
+        apply_level(
+            headers,
+            &self.config.request_headers_to_remove,
+            &self.config.request_headers_to_add,
+        );
+    }
+
+    pub fn mutate_response(&self, headers: &mut HeaderMap) {
+        if let Some(w) = self.weighted {
+            apply_level(
+                headers,
+                &w.response_headers_to_remove,
+                &w.response_headers_to_add,
+            );
+        }
+        apply_level(
+            headers,
+            &self.route.response_headers_to_remove,
+            &self.route.response_headers_to_add,
+        );
+        apply_level(
+            headers,
+            &self.vhost.response_headers_to_remove,
+            &self.vhost.response_headers_to_add,
+        );
+        apply_level(
+            headers,
+            &self.config.response_headers_to_remove,
+            &self.config.response_headers_to_add,
+        );
+    }
+}
+
+/// `x-envoy-upstream-service-time` values; the common small ones are shared, not allocated.
+pub fn service_time(ms: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..256u64).map(HeaderValue::from).collect());
+    usize::try_from(ms)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(ms))
+}
+
+/// A random UUID v4 for `x-request-id`.
+pub fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    raw[6] = (raw[6] & 0x0f) | 0x40;
+    raw[8] = (raw[8] & 0x3f) | 0x80;
+    let mut out = [0u8; 36];
+    let mut at = 0;
+    for (i, b) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[at] = b'-';
+            at += 1;
+        }
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 15)];
+        at += 2;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1) or the Host header.
+pub fn authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
+    if let Some(a) = uri.authority() {
+        return a.as_str();
+    }
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// How many bytes of the path the route's matcher "matched", for `prefix_rewrite`: the prefix
+/// for prefix matches, the whole path otherwise.
+pub fn matched_len(route: &Route, path: &str) -> usize {
+    match &route.matcher.path {
+        PathMatch::Prefix(p) => p.len().min(path.len()),
+        PathMatch::Exact(_) | PathMatch::Regex(_) => path.len(),
+    }
+}
+
+/// `path_and_query` with its first `matched` bytes replaced by `replacement`.
+pub fn rewrite_prefix(path_and_query: &str, matched: usize, replacement: &str) -> String {
+    let rest = path_and_query.get(matched..).unwrap_or("");
+    let mut out = String::with_capacity(replacement.len() + rest.len());
+    out.push_str(replacement);
+    out.push_str(rest);
+    out
+}
+
+/// Splits `host[:port]` (IPv6 in brackets) into the host and the `:port` suffix.
+fn split_port(authority: &str) -> (&str, &str) {
+    let colon = if authority.starts_with('[') {
+        authority.rfind("]:").map(|i| i + 1)
+    } else {
+        authority.rfind(':')
+    };
+    match colon {
+        Some(i) => authority.split_at(i),
+        None => (authority, ""),
+    }
+}
+
+/// The `Location` of a redirect, built like Envoy's `RouteEntryImplBase::newUri`.
+pub fn redirect_location(
+    redirect: &RedirectAction,
+    route: &Route,
+    headers: &HeaderMap,
+    authority: &str,
+    path_and_query: &str,
+) -> String {
+    let request_scheme = headers
+        .get(&X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let scheme = redirect.scheme.as_deref().unwrap_or(request_scheme);
+    let port = redirect.port.map(|p| format!(":{p}"));
+    let host = match &redirect.host {
+        Some(host) => host.as_str(),
+        None => {
+            let (host, request_port) = split_port(authority);
+            // A new port replaces the old one; a scheme change drops the old scheme's
+            // default port.
+            let drop_port = port.is_some()
+                || (scheme != request_scheme
+                    && ((request_scheme == "https" && request_port == ":443")
+                        || (request_scheme == "http" && request_port == ":80")));
+            if drop_port { host } else { authority }
+        }
+    };
+    let (path, query) = match path_and_query.find('?') {
+        Some(i) => path_and_query.split_at(i),
+        None => (path_and_query, ""),
+    };
+    let mut location = String::with_capacity(scheme.len() + host.len() + path_and_query.len() + 16);
+    location.push_str(scheme);
+    location.push_str("://");
+    location.push_str(host);
+    if let Some(port) = &port {
+        location.push_str(port);
+    }
+    if let Some(new_path) = &redirect.path {
+        location.push_str(new_path);
+        if !new_path.contains('?') && !redirect.strip_query {
+            location.push_str(query);
+        }
+    } else if let Some(prefix) = &redirect.prefix_rewrite {
+        let rewritten = rewrite_prefix(path, matched_len(route, path), prefix);
+        location.push_str(&rewritten);
+        if !redirect.strip_query {
+            location.push_str(query);
+        }
+    } else {
+        location.push_str(path);
+        if !redirect.strip_query {
+            location.push_str(query);
+        }
+    }
+    location
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RouteAction, RouteMatch};
+
+    fn route(prefix: &str) -> Route {
+        Route {
+            name: "r".into(),
+            matcher: RouteMatch {
+                path: PathMatch::Prefix(prefix.into()),
+                case_sensitive: true,
+                headers: vec![],
+                query_parameters: vec![],
+            },
+            action: RouteAction::DirectResponse {
+                status: 200,
+                body: None,
+            },
+            request_headers_to_add: vec![],
+            request_headers_to_remove: vec![],
+            response_headers_to_add: vec![],
+            response_headers_to_remove: vec![],
+        }
+    }
+
+    fn redirect() -> RedirectAction {
+        RedirectAction {
+            scheme: None,
+            host: None,
+            port: None,
+            path: None,
+            prefix_rewrite: None,
+            status: 301,
+            strip_query: false,
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["te", "x-kept"]);
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let id = request_id();
+        let s = id.to_str().unwrap_or("");
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert_eq!(s.matches('-').count(), 4);
+        assert_ne!(request_id(), id);
+    }
+
+    #[test]
+    fn redirects_like_envoy() {
+        let h = HeaderMap::new();
+        let r = route("/old/");
+        let mut red = redirect();
+        assert_eq!(
+            redirect_location(&red, &r, &h, "a.com:8080", "/old/x?q=1"),
+            "http://a.com:8080/old/x?q=1"
+        );
+        red.scheme = Some("https".into());
+        assert_eq!(
+            redirect_location(&red, &r, &h, "a.com:80", "/p"),
+            "https://a.com/p"
+        );
+        red.port = Some(8443);
+        assert_eq!(
+            redirect_location(&red, &r, &h, "a.com:80", "/p"),
+            "https://a.com:8443/p"
+        );
+        let mut red = redirect();
+        red.prefix_rewrite = Some("/new/".into());
+        red.strip_query = true;
+        assert_eq!(
+            redirect_location(&red, &r, &h, "a.com", "/old/x?q=1"),
+            "http://a.com/new/x"
+        );
+        let mut red = redirect();
+        red.host = Some("b.com".into());
+        red.path = Some("/landing".into());
+        assert_eq!(
+            redirect_location(&red, &r, &h, "[::1]:80", "/old?q=1"),
+            "http://b.com/landing?q=1"
+        );
+        assert_eq!(split_port("[::1]:80"), ("[::1]", ":80"));
+        assert_eq!(split_port("[::1]"), ("[::1]", ""));
+    }
+
+    #[test]
+    fn prefix_rewrite_replaces_the_matched_prefix() {
+        let r = route("/api/");
+        let p = "/api/users?x=1";
+        assert_eq!(
+            rewrite_prefix(p, matched_len(&r, "/api/users"), "/"),
+            "/users?x=1"
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! The HTTP connection manager: one hyper connection (HTTP/1.1 or h2c prior knowledge, told
+//! apart by the preface) per accepted socket, a service per request that routes and forwards
+//! (`forward`), and the connection's idle and drain handling.
+
+pub mod body;
+mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::header::CONNECTION;
+use http::{HeaderValue, StatusCode, Version};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::config::{HttpConnectionManager, RouteConfig};
+use crate::listener::{ConnGuard, Drain};
+use crate::metrics::HttpStats;
+use crate::runtime::Shared;
+
+/// hyper refuses read buffers below this.
+const MIN_BUF_SIZE: usize = 8192;
+
+/// One HTTP listener's settings, fixed for its lifetime (a changed connection manager
+/// replaces the listener; route changes do not, they come with each request's snapshot).
+pub(crate) struct HttpListener {
+    pub name: Arc<str>,
+    pub hcm: Arc<HttpConnectionManager>,
+    pub stats: Arc<HttpStats>,
+    /// Set when the listener is removed: the routes its draining connections keep using.
+    pub retired_routes: ArcSwapOption<RouteConfig>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl HttpListener {
+    pub fn new(name: &str, hcm: Arc<HttpConnectionManager>, stats: Arc<HttpStats>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The whole request head must fit in the read buffer, so its size is the header
+        // limit: a larger head is answered 431 by hyper.
+        let head_limit = hcm.max_request_headers_bytes.max(MIN_BUF_SIZE);
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(hcm.request_headers_timeout.filter(|d| !d.is_zero()))
+            .max_buf_size(head_limit)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX));
+        HttpListener {
+            name: Arc::from(name),
+            hcm,
+            stats,
+            retired_routes: ArcSwapOption::empty(),
+            builder,
+        }
+    }
+}
+
+/// Per downstream connection, shared by its requests.
+pub(crate) struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub listener: Arc<HttpListener>,
+    pub peer: SocketAddr,
+    pub drain: watch::Receiver<Drain>,
+    started: Instant,
+    /// Requests whose response has not been fully sent.
+    active: AtomicU32,
+    /// When `active` last dropped to zero, in ms since `started`.
+    idle_since_ms: AtomicU64,
+    /// The listener is draining: HTTP/1.1 responses say `Connection: close`.
+    draining: AtomicBool,
+    /// A request arrived over HTTP/2.
+    http2: AtomicBool,
+    /// Wakes the connection loop when a draining connection turns out to speak HTTP/2, so it
+    /// can send GOAWAY.
+    h2_seen_while_draining: Notify,
+    _guard: ConnGuard,
+}
+
+/// Counts a request from its head to the end of its response body.
+pub(crate) struct RequestGuard(Arc<ConnCtx>);
+
+impl RequestGuard {
+    fn start(ctx: &Arc<ConnCtx>) -> RequestGuard {
+        ctx.listener.stats.downstream_rq_total.inc();
+        ctx.listener.stats.downstream_rq_active.inc();
+        ctx.active.fetch_add(1, Relaxed);
+        RequestGuard(Arc::clone(ctx))
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.listener.stats.downstream_rq_active.dec();
+        if ctx.active.fetch_sub(1, Relaxed) == 1 && ctx.listener.hcm.idle_timeout.is_some() {
+            let ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            ctx.idle_since_ms.store(ms, Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for RequestGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestGuard")
+            .field("peer", &self.0.peer)
+            .finish()
+    }
+}
+
+/// Serves one downstream connection until it closes, idles out or is drained.
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    listener: Arc<HttpListener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut drain: watch::Receiver<Drain>,
+    guard: ConnGuard,
+) {
+    let stats = Arc::clone(&listener.stats);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let ctx = Arc::new(ConnCtx {
+        shared,
+        listener: Arc::clone(&listener),
+        peer,
+        drain: drain.clone(),
+        started: Instant::now(),
+        active: AtomicU32::new(0),
+        idle_since_ms: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        http2: AtomicBool::new(false),
+        h2_seen_while_draining: Notify::new(),
+        _guard: guard,
+    });
+    let service = {
+        let ctx = Arc::clone(&ctx);
+        service_fn(move |req: Request<Incoming>| {
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+        })
+    };
+    let conn = listener
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+
+    // Envoy's idle_timeout: no request in flight for that long closes the connection.
+    let idle = listener.hcm.idle_timeout.filter(|d| !d.is_zero());
+    let sleep = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(sleep);
+    let mut closing = false;
+    let mut draining = false;
+    let mut http2 = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "downstream connection ended with an error");
+                }
+                break;
+            }
+            changed = drain.changed() => {
+                let state = match changed {
+                    Ok(()) => *drain.borrow_and_update(),
+                    Err(_) => Drain::Abort,
+                };
+                match state {
+                    Drain::Running => {}
+                    // Like Envoy: HTTP/2 gets GOAWAY (in-flight streams finish, the client
+                    // knows which ones were not processed); HTTP/1.1 is not closed while idle,
+                    // where a request could cross the close, but answers its next request with
+                    // `Connection: close`. What is left is closed at the drain deadline.
+                    Drain::Draining => {
+                        draining = true;
+                        ctx.draining.store(true, Relaxed);
+                        http2 = ctx.http2.load(Relaxed);
+                    }
+                    Drain::Abort => break,
+                }
+            }
+            () = ctx.h2_seen_while_draining.notified(), if draining && !http2 => http2 = true,
+            () = &mut sleep, if idle.is_some() && !closing => {
+                let Some(idle) = idle else { continue };
+                if ctx.active.load(Relaxed) > 0 {
+                    sleep.as_mut().reset(Instant::now() + idle);
+                    continue;
+                }
+                let since = Duration::from_millis(ctx.idle_since_ms.load(Relaxed));
+                let idle_at = ctx.started + since + idle;
+                if Instant::now() >= idle_at {
+                    stats.downstream_cx_idle_timeout.inc();
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    sleep.as_mut().reset(idle_at);
+                }
+            }
+        }
+        if draining && http2 && !closing {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+        }
+    }
+    stats.downstream_cx_active.dec();
+}
+
+async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> hyper::Response<body::ResponseBody> {
+    let guard = RequestGuard::start(&ctx);
+    let http2 = req.version() == Version::HTTP_2;
+    if http2 && !ctx.http2.load(Relaxed) {
+        ctx.http2.store(true, Relaxed);
+    }
+    let mut response = forward::proxy(&ctx, req).await;
+    ctx.listener
+        .stats
+        .downstream_rq_xx
+        .record(response.status().as_u16());
+    if ctx.draining.load(Relaxed) {
+        if http2 {
+            ctx.h2_seen_while_draining.notify_one();
+        } else if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    response.body_mut().attach(guard);
+    response
+}

@@ -1,0 +1,295 @@
+//! Virtual host selection by domain (see `select_virtual_host` for the rules).
+
+use crate::config::{DomainMatch, VirtualHost};
+
+/// How well a domain matches a host; greater is better. Exact beats any suffix wildcard,
+/// which beats any prefix wildcard, which beats `*`; among wildcards of one kind the longest
+/// wins. Envoy rejects duplicate domains, so equal ranks only come from duplicates, and then
+/// the first virtual host wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Any,
+    Prefix(usize),
+    Suffix(usize),
+    Exact,
+}
+
+pub(super) fn select<'a>(vhosts: &'a [VirtualHost], authority: &str) -> Option<&'a VirtualHost> {
+    let (bare, port) = split_port(authority);
+    let mut any_domain_has_port = false;
+    let best_bare = best(vhosts, bare, |d| any_domain_has_port |= has_port(d));
+    // Matching with the port only matters when some domain names one (rare): a second pass
+    // then, rather than two comparisons per domain on every request.
+    if port.is_some()
+        && any_domain_has_port
+        && let Some(vh) = best(vhosts, authority, |_| {})
+    {
+        return Some(vh);
+    }
+    best_bare
+}
+
+/// The best-ranked virtual host for `host`; `visit` sees every domain.
+fn best<'a>(
+    vhosts: &'a [VirtualHost],
+    host: &str,
+    mut visit: impl FnMut(&DomainMatch),
+) -> Option<&'a VirtualHost> {
+    let mut best: Option<(Rank, &VirtualHost)> = None;
+    for vh in vhosts {
+        for domain in &vh.domains {
+            visit(domain);
+            if let Some(rank) = rank(domain, host)
+                && best.is_none_or(|(r, _)| rank > r)
+            {
+                best = Some((rank, vh));
+            }
+        }
+    }
+    best.map(|(_, vh)| vh)
+}
+
+fn rank(domain: &DomainMatch, host: &str) -> Option<Rank> {
+    let host = host.as_bytes();
+    match domain {
+        DomainMatch::Exact(d) => host
+            .eq_ignore_ascii_case(d.as_bytes())
+            .then_some(Rank::Exact),
+        DomainMatch::Suffix(s) => {
+            let s = s.as_bytes();
+            // The wildcard stands for at least one character.
+            let matches =
+                host.len() > s.len() && host[host.len() - s.len()..].eq_ignore_ascii_case(s);
+            matches.then_some(Rank::Suffix(s.len()))
+        }
+        DomainMatch::Prefix(p) => {
+            let p = p.as_bytes();
+            let matches = host.len() > p.len() && host[..p.len()].eq_ignore_ascii_case(p);
+            matches.then_some(Rank::Prefix(p.len()))
+        }
+        DomainMatch::Any => Some(Rank::Any),
+    }
+}
+
+fn has_port(domain: &DomainMatch) -> bool {
+    match domain {
+        // The digit test first spares the scan for the usual domain, which ends in a letter.
+        DomainMatch::Exact(d) | DomainMatch::Suffix(d) => {
+            d.as_bytes().last().is_some_and(u8::is_ascii_digit) && split_port(d).1.is_some()
+        }
+        // `example.*` and `*` leave the port to the wildcard.
+        DomainMatch::Prefix(_) | DomainMatch::Any => false,
+    }
+}
+
+/// `host:port` into host and port; `[v6]:port` keeps its brackets; a colon not followed by
+/// digits only (or a bare IPv6 address) is not a port.
+pub(super) fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let Some(colon) = authority.rfind(':') else {
+        return (authority, None);
+    };
+    let (host, port) = (&authority[..colon], &authority[colon + 1..]);
+    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let host_ok = if host.starts_with('[') {
+        host.ends_with(']')
+    } else {
+        !host.contains(':')
+    };
+    if is_port && host_ok {
+        (host, Some(port))
+    } else {
+        (authority, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vh(name: &str, domains: &[&str]) -> VirtualHost {
+        VirtualHost {
+            name: name.to_string(),
+            domains: domains.iter().map(|d| parse(d)).collect(),
+            routes: vec![],
+            request_headers_to_add: vec![],
+            request_headers_to_remove: vec![],
+            response_headers_to_add: vec![],
+            response_headers_to_remove: vec![],
+        }
+    }
+
+    /// The proto form, as `xds::convert` stores it.
+    fn parse(d: &str) -> DomainMatch {
+        if d == "*" {
+            DomainMatch::Any
+        } else if let Some(s) = d.strip_prefix('*') {
+            DomainMatch::Suffix(s.to_string())
+        } else if let Some(p) = d.strip_suffix('*') {
+            DomainMatch::Prefix(p.to_string())
+        } else {
+            DomainMatch::Exact(d.to_string())
+        }
+    }
+
+    fn pick<'a>(vhosts: &'a [VirtualHost], authority: &str) -> Option<&'a str> {
+        select(vhosts, authority).map(|v| v.name.as_str())
+    }
+
+    #[test]
+    fn preference_order() {
+        let vhosts = [
+            vh("any", &["*"]),
+            vh("prefix", &["api.*"]),
+            vh("suffix", &["*.example.com"]),
+            vh("longer-suffix", &["*.api.example.com"]),
+            vh("exact", &["api.example.com"]),
+            vh("dash-suffix", &["*-bar.example.com"]),
+            vh("longer-prefix", &["api.example.*"]),
+        ];
+        assert_eq!(pick(&vhosts, "api.example.com"), Some("exact"));
+        assert_eq!(pick(&vhosts, "v1.api.example.com"), Some("longer-suffix"));
+        assert_eq!(pick(&vhosts, "www.example.com"), Some("suffix"));
+        assert_eq!(pick(&vhosts, "foo-bar.example.com"), Some("dash-suffix"));
+        assert_eq!(pick(&vhosts, "api.example.org"), Some("longer-prefix"));
+        assert_eq!(pick(&vhosts, "api.other"), Some("prefix"));
+        assert_eq!(pick(&vhosts, "elsewhere"), Some("any"));
+        assert_eq!(pick(&vhosts, ""), Some("any"));
+    }
+
+    #[test]
+    fn wildcards_do_not_match_empty() {
+        let vhosts = [vh("suffix", &["*.example.com"]), vh("prefix", &["api.*"])];
+        assert_eq!(pick(&vhosts, ".example.com"), None);
+        assert_eq!(pick(&vhosts, "example.com"), None);
+        assert_eq!(pick(&vhosts, "api."), None);
+        assert_eq!(pick(&vhosts, "x.example.com"), Some("suffix"));
+    }
+
+    #[test]
+    fn case_insensitive() {
+        let vhosts = [
+            vh("exact", &["Api.Example.com"]),
+            vh("suffix", &["*.EXAMPLE.org"]),
+        ];
+        assert_eq!(pick(&vhosts, "API.example.COM"), Some("exact"));
+        assert_eq!(pick(&vhosts, "www.example.ORG"), Some("suffix"));
+    }
+
+    #[test]
+    fn port_stripped_when_no_domain_has_one() {
+        let vhosts = [vh("a", &["a.com"]), vh("b", &["*.b.com"])];
+        assert_eq!(pick(&vhosts, "a.com:8080"), Some("a"));
+        assert_eq!(pick(&vhosts, "x.b.com:443"), Some("b"));
+        assert_eq!(pick(&vhosts, "a.com:"), None);
+    }
+
+    #[test]
+    fn port_kept_when_a_domain_has_one() {
+        let vhosts = [
+            vh("a80", &["a.com:80"]),
+            vh("a", &["a.com"]),
+            vh("any", &["*"]),
+        ];
+        assert_eq!(pick(&vhosts, "a.com:80"), Some("a80"));
+        // `*` matches with the port, before any port-less retry.
+        assert_eq!(pick(&vhosts, "a.com:9090"), Some("any"));
+        assert_eq!(pick(&vhosts, "a.com"), Some("a"));
+        // Without `*`, no match with the port falls back to matching without it.
+        let vhosts = [vh("a80", &["a.com:80"]), vh("a", &["a.com"])];
+        assert_eq!(pick(&vhosts, "a.com:9090"), Some("a"));
+        assert_eq!(pick(&vhosts, "b.com:80"), None);
+    }
+
+    #[test]
+    fn ipv6_authorities() {
+        assert_eq!(split_port("[::1]:8080"), ("[::1]", Some("8080")));
+        assert_eq!(split_port("[::1]"), ("[::1]", None));
+        assert_eq!(split_port("::1"), ("::1", None));
+        assert_eq!(split_port("a.com:http"), ("a.com:http", None));
+        let vhosts = [vh("v6", &["[::1]"])];
+        assert_eq!(pick(&vhosts, "[::1]:15001"), Some("v6"));
+    }
+
+    /// Against a brute-force oracle over random hosts and domain sets.
+    #[test]
+    fn matches_oracle_on_random_inputs() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let labels = ["a", "b", "api", "x-y", "c"];
+        let word = |rng: &mut fastrand::Rng, max_parts: usize| {
+            let parts = rng.usize(1..=max_parts);
+            (0..parts)
+                .map(|_| labels[rng.usize(..labels.len())])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        for _ in 0..2_000 {
+            let mut vhosts = vec![];
+            let mut seen = std::collections::HashSet::new();
+            for v in 0..rng.usize(1..5) {
+                let mut domains = vec![];
+                for _ in 0..rng.usize(1..4) {
+                    let d = match rng.u8(..4) {
+                        0 => word(&mut rng, 3),
+                        1 => format!("*.{}", word(&mut rng, 2)),
+                        2 => format!("{}.*", word(&mut rng, 2)),
+                        _ => "*".to_string(),
+                    };
+                    if seen.insert(d.clone()) {
+                        domains.push(d);
+                    }
+                }
+                let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+                vhosts.push(vh(&format!("v{v}"), &domains));
+            }
+            let host = word(&mut rng, 4);
+            let authority = if rng.bool() {
+                format!("{host}:8080")
+            } else {
+                host.clone()
+            };
+            assert_eq!(
+                pick(&vhosts, &authority),
+                oracle(&vhosts, &host),
+                "{authority} in {:?}",
+                vhosts.iter().map(|v| &v.domains).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Envoy's documented order, written the slow way.
+    fn oracle<'a>(vhosts: &'a [VirtualHost], host: &str) -> Option<&'a str> {
+        let all = || {
+            vhosts
+                .iter()
+                .flat_map(|v| v.domains.iter().map(move |d| (v, d)))
+        };
+        if let Some((v, _)) = all().find(|(_, d)| **d == DomainMatch::Exact(host.to_string())) {
+            return Some(&v.name);
+        }
+        let suffix = all()
+            .filter_map(|(v, d)| match d {
+                DomainMatch::Suffix(s) if host.ends_with(s.as_str()) && host.len() > s.len() => {
+                    Some((s.len(), v))
+                }
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, v)) = suffix {
+            return Some(&v.name);
+        }
+        let prefix = all()
+            .filter_map(|(v, d)| match d {
+                DomainMatch::Prefix(p) if host.starts_with(p.as_str()) && host.len() > p.len() => {
+                    Some((p.len(), v))
+                }
+                _ => None,
+            })
+            .max_by_key(|(len, _)| *len);
+        if let Some((_, v)) = prefix {
+            return Some(&v.name);
+        }
+        all()
+            .find(|(_, d)| **d == DomainMatch::Any)
+            .map(|(v, _)| v.name.as_str())
+    }
+}

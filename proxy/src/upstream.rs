@@ -1,0 +1,421 @@
+//! Connections to a cluster's endpoints: an HTTP/1.1 keep-alive pool or one multiplexed HTTP/2
+//! connection per endpoint, TCP connects bounded by the cluster's connect timeout, and the
+//! connection and request counters they keep.
+//!
+//! A [`ClusterUpstream`] is rebuilt whenever its cluster changes, but it takes over the
+//! [`EndpointPool`]s of the previous one for every endpoint address still present as long as
+//! the connect settings are unchanged, so an EDS update keeps the warm connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::balance::ActiveRequest;
+use crate::config::{Cluster, Endpoint};
+use crate::error::ProxyError;
+use crate::http::body::RequestBody;
+use crate::metrics::{ClusterStats, EndpointStats};
+
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed when they come back.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Stale pooled connections (closed by the server while idle) skipped before a fresh connect.
+const MAX_STALE_SKIPS: usize = 8;
+
+/// What decides whether existing connections can be kept across a cluster update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSettings {
+    pub connect_timeout: Duration,
+    pub http2: bool,
+    pub max_requests_per_connection: Option<u32>,
+}
+
+impl ConnectSettings {
+    pub fn of(cluster: &Cluster) -> ConnectSettings {
+        ConnectSettings {
+            connect_timeout: cluster.connect_timeout,
+            http2: cluster.http2,
+            max_requests_per_connection: cluster.max_requests_per_connection,
+        }
+    }
+}
+
+/// The pools of one cluster, index-aligned with its balancer's endpoints.
+#[derive(Debug)]
+pub struct ClusterUpstream {
+    settings: ConnectSettings,
+    endpoints: Vec<Arc<EndpointPool>>,
+}
+
+impl ClusterUpstream {
+    pub fn build(
+        cluster: &Cluster,
+        endpoints: &[Endpoint],
+        stats: &Arc<ClusterStats>,
+        previous: Option<&ClusterUpstream>,
+    ) -> ClusterUpstream {
+        let settings = ConnectSettings::of(cluster);
+        let reusable: HashMap<SocketAddr, &Arc<EndpointPool>> = previous
+            .filter(|p| p.settings == settings)
+            .map(|p| p.endpoints.iter().map(|e| (e.addr, e)).collect())
+            .unwrap_or_default();
+        let endpoints = endpoints
+            .iter()
+            .map(|e| match reusable.get(&e.addr) {
+                Some(pool) => Arc::clone(pool),
+                None => Arc::new(EndpointPool::new(
+                    e.addr,
+                    settings.clone(),
+                    Arc::clone(stats),
+                )),
+            })
+            .collect();
+        ClusterUpstream {
+            settings,
+            endpoints,
+        }
+    }
+
+    pub fn endpoint(&self, index: usize) -> Option<&Arc<EndpointPool>> {
+        self.endpoints.get(index)
+    }
+
+    pub fn endpoints(&self) -> &[Arc<EndpointPool>] {
+        &self.endpoints
+    }
+}
+
+/// Why a send failed, and whether the request came back untouched.
+#[derive(Debug)]
+pub enum SendError {
+    /// Nothing was written upstream; the request is handed back for another try.
+    NotSent(ProxyError, Box<Request<RequestBody>>),
+    /// The upstream may have seen the request; its body is gone.
+    Sent(ProxyError),
+}
+
+impl SendError {
+    pub fn error(&self) -> &ProxyError {
+        match self {
+            SendError::NotSent(e, _) | SendError::Sent(e) => e,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Http1Conn {
+    sender: http1::SendRequest<RequestBody>,
+    uses: u32,
+}
+
+/// Connections to one endpoint address.
+#[derive(Debug)]
+pub struct EndpointPool {
+    pub addr: SocketAddr,
+    settings: ConnectSettings,
+    cluster_stats: Arc<ClusterStats>,
+    pub stats: Arc<EndpointStats>,
+    idle: Mutex<Vec<Http1Conn>>,
+    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Serialises HTTP/2 connects so a burst of first requests opens one connection.
+    h2_connect: tokio::sync::Mutex<()>,
+}
+
+/// An HTTP/1.1 connection lent to one request; back to the pool when the response body ends.
+#[derive(Debug)]
+pub struct PooledHttp1 {
+    conn: Http1Conn,
+    pool: Arc<EndpointPool>,
+}
+
+impl PooledHttp1 {
+    /// Returns the connection for reuse. Called at the end of the response body; hyper may
+    /// still be finishing the exchange, so a later checkout waits for `ready()`.
+    pub fn release(self) {
+        let PooledHttp1 { conn, pool } = self;
+        if conn.sender.is_closed()
+            || pool
+                .settings
+                .max_requests_per_connection
+                .is_some_and(|max| conn.uses >= max)
+        {
+            return;
+        }
+        let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Counts an open upstream connection until dropped.
+#[derive(Debug)]
+pub struct UpstreamCx {
+    cluster: Arc<ClusterStats>,
+    endpoint: Arc<EndpointStats>,
+}
+
+impl Drop for UpstreamCx {
+    fn drop(&mut self) {
+        self.cluster.upstream_cx_active.dec();
+        self.endpoint.cx_active.dec();
+    }
+}
+
+/// Counts a request in flight on an endpoint (and holds the balancer's active-request slot)
+/// until the response ends.
+#[derive(Debug)]
+pub struct InFlight {
+    cluster: Arc<ClusterStats>,
+    endpoint: Arc<EndpointStats>,
+    _active: ActiveRequest,
+}
+
+impl InFlight {
+    pub fn start(pool: &EndpointPool, active: ActiveRequest) -> InFlight {
+        pool.cluster_stats.upstream_rq_total.inc();
+        pool.cluster_stats.upstream_rq_active.inc();
+        pool.stats.rq_total.inc();
+        pool.stats.rq_active.inc();
+        InFlight {
+            cluster: Arc::clone(&pool.cluster_stats),
+            endpoint: Arc::clone(&pool.stats),
+            _active: active,
+        }
+    }
+
+    pub fn cluster(&self) -> &ClusterStats {
+        &self.cluster
+    }
+
+    pub fn endpoint(&self) -> &EndpointStats {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cluster.upstream_rq_active.dec();
+        self.endpoint.rq_active.dec();
+    }
+}
+
+impl EndpointPool {
+    fn new(addr: SocketAddr, settings: ConnectSettings, cluster_stats: Arc<ClusterStats>) -> Self {
+        EndpointPool {
+            addr,
+            settings,
+            cluster_stats,
+            stats: Arc::default(),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            h2_connect: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Opens a TCP connection within the cluster's connect timeout, counting it while the
+    /// returned guard lives.
+    pub async fn connect_tcp(&self) -> Result<(TcpStream, UpstreamCx), ProxyError> {
+        let connect = TcpStream::connect(self.addr);
+        let result = if self.settings.connect_timeout.is_zero() {
+            Ok(connect.await)
+        } else {
+            tokio::time::timeout(self.settings.connect_timeout, connect).await
+        };
+        let stream = match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.cluster_stats.upstream_cx_connect_fail.inc();
+                self.stats.cx_connect_fail.inc();
+                return Err(ProxyError::ConnectFailure(e));
+            }
+            Err(_) => {
+                self.cluster_stats.upstream_cx_connect_fail.inc();
+                self.cluster_stats.upstream_cx_connect_timeout.inc();
+                self.stats.cx_connect_fail.inc();
+                return Err(ProxyError::ConnectTimeout);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        self.cluster_stats.upstream_cx_total.inc();
+        self.cluster_stats.upstream_cx_active.inc();
+        self.stats.cx_total.inc();
+        self.stats.cx_active.inc();
+        let cx = UpstreamCx {
+            cluster: Arc::clone(&self.cluster_stats),
+            endpoint: Arc::clone(&self.stats),
+        };
+        Ok((stream, cx))
+    }
+
+    /// Sends `req` on a pooled or new connection. For HTTP/1.1 the connection comes back with
+    /// the response, to be released when the response body ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Option<PooledHttp1>), SendError> {
+        if self.settings.http2 {
+            self.send_h2(req).await.map(|r| (r, None))
+        } else {
+            self.send_h1(req).await.map(|(r, c)| (r, Some(c)))
+        }
+    }
+
+    fn take_idle(&self) -> Option<Http1Conn> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, PooledHttp1), SendError> {
+        let mut skipped = 0;
+        while skipped < MAX_STALE_SKIPS {
+            let Some(mut conn) = self.take_idle() else {
+                break;
+            };
+            if conn.sender.is_closed() || conn.sender.ready().await.is_err() {
+                skipped += 1;
+                continue;
+            }
+            match conn.sender.try_send_request(req).await {
+                Ok(response) => {
+                    conn.uses += 1;
+                    return Ok((response, self.lend(conn)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Closed under us before the request was written: try another.
+                    Some(back) => {
+                        req = back;
+                        skipped += 1;
+                    }
+                    None => {
+                        return Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error())));
+                    }
+                },
+            }
+        }
+        let mut sender = match self.connect_h1().await {
+            Ok(sender) => sender,
+            Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok((response, self.lend(Http1Conn { sender, uses: 1 }))),
+            Err(mut e) => match e.take_message() {
+                Some(back) => Err(SendError::NotSent(
+                    ProxyError::Handshake(e.into_error()),
+                    Box::new(back),
+                )),
+                None => Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error()))),
+            },
+        }
+    }
+
+    fn lend(self: &Arc<Self>, conn: Http1Conn) -> PooledHttp1 {
+        PooledHttp1 {
+            conn,
+            pool: Arc::clone(self),
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let (stream, cx) = self.connect_tcp().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::Handshake)?;
+        tokio::spawn(async move {
+            let _cx = cx;
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn h2_sender(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        // Waiting behind another request's connect counts against this request's connect
+        // timeout too, so a black-holed endpoint does not queue requests behind each other.
+        let lock = self.h2_connect.lock();
+        let _connecting = if self.settings.connect_timeout.is_zero() {
+            lock.await
+        } else {
+            match tokio::time::timeout(self.settings.connect_timeout, lock).await {
+                Ok(guard) => guard,
+                Err(_) => return Err(ProxyError::ConnectTimeout),
+            }
+        };
+        if let Some(sender) = self.h2_sender() {
+            return Ok(sender);
+        }
+        let (stream, cx) = self.connect_tcp().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::Handshake)?;
+        tokio::spawn(async move {
+            let _cx = cx;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection closed");
+            }
+        });
+        *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn send_h2(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        // A connection that went away (GOAWAY, close) hands the request back; one fresh
+        // connection is tried before giving up.
+        let mut last_error = None;
+        for _ in 0..2 {
+            let sender = match self.h2_sender() {
+                Some(sender) => sender,
+                None => match self.connect_h2().await {
+                    Ok(sender) => sender,
+                    Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+                },
+            };
+            let mut sender = sender;
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => {
+                        req = back;
+                        let mut slot = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+                        if slot.as_ref().is_some_and(|s| s.is_closed()) {
+                            *slot = None;
+                        }
+                        last_error = Some(e.into_error());
+                    }
+                    None => return Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error()))),
+                },
+            }
+        }
+        match last_error {
+            Some(e) => Err(SendError::NotSent(ProxyError::Handshake(e), Box::new(req))),
+            None => Err(SendError::NotSent(
+                ProxyError::ConnectTimeout,
+                Box::new(req),
+            )),
+        }
+    }
+}

@@ -1,0 +1,1492 @@
+#![allow(clippy::unwrap_used)] // test code
+//! The data path end to end, in-process: configurations built by hand are pushed through the
+//! watch channel into the runtime, clients and backends are real sockets on 127.0.0.1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use mesh_proxy::config::*;
+use mesh_proxy::runtime::{ListenerState, Proxy, ProxyHandle, ProxyOptions};
+use mesh_proxy::xds::XdsStats;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A body that echoes the request's data frames as they arrive, then ends with gRPC trailers.
+struct EchoStream {
+    inner: Incoming,
+    trailers_sent: bool,
+}
+
+impl Body for EchoStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            if self.trailers_sent {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if frame.is_data() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.trailers_sent = true;
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    trailers.insert("grpc-message", HeaderValue::from_static("done"));
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+            }
+        }
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> TestBody {
+    Full::new(text.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+fn empty() -> TestBody {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+/// Every backend speaks HTTP/1.1 and h2c and understands a few paths:
+/// `/status/<code>`, `/sleep/<ms>`, `/ws` (upgrade, then echo bytes), `/stream` (gRPC-like
+/// streaming echo with trailers); anything else is answered with a description of the request.
+async fn backend_handle(
+    name: &'static str,
+    hits: Arc<AtomicUsize>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    hits.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_owned();
+    if let Some(code) = path.strip_prefix("/status/") {
+        let status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
+        let mut r = Response::new(full(name));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert("x-backend", HeaderValue::from_static(name));
+        return Ok(r);
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+    }
+    if path == "/ws" {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut r = Response::new(empty());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("connection", HeaderValue::from_static("upgrade"));
+        r.headers_mut()
+            .insert("upgrade", HeaderValue::from_static("websocket"));
+        return Ok(r);
+    }
+    if path == "/stream" {
+        let body = EchoStream {
+            inner: req.into_body(),
+            trailers_sent: false,
+        };
+        let mut r = Response::new(body.boxed_unsync());
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        return Ok(r);
+    }
+    let mut text = format!(
+        "backend={name}\nmethod={}\nuri={}\nversion={:?}\n",
+        req.method(),
+        req.uri(),
+        req.version()
+    );
+    for (k, v) in req.headers() {
+        text.push_str(&format!("h:{k}={}\n", v.to_str().unwrap_or("?")));
+    }
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    text.push_str(&format!("body_len={}\n", body.len()));
+    let mut r = Response::new(full(text));
+    r.headers_mut()
+        .insert("x-backend", HeaderValue::from_static(name));
+    r.headers_mut()
+        .insert("x-remove-me", HeaderValue::from_static("1"));
+    Ok(r)
+}
+
+struct Backend {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let hits = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| backend_handle(name, Arc::clone(&hits), req));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend { addr, hits }
+}
+
+/// A TCP echo server that honours half-close.
+async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration builders
+
+fn any_addr() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
+    Cluster {
+        name: name.into(),
+        connect_timeout: Duration::from_secs(1),
+        lb_policy: LbPolicy::RoundRobin,
+        http2: false,
+        eds: false,
+        endpoints: Arc::new(
+            addrs
+                .iter()
+                .map(|addr| Endpoint {
+                    addr: *addr,
+                    weight: 1,
+                    healthy: true,
+                })
+                .collect(),
+        ),
+        max_requests_per_connection: None,
+    }
+}
+
+fn path_prefix(prefix: &str) -> RouteMatch {
+    RouteMatch {
+        path: PathMatch::Prefix(prefix.into()),
+        case_sensitive: true,
+        headers: vec![],
+        query_parameters: vec![],
+    }
+}
+
+fn forward_action(target: ClusterTarget) -> ForwardAction {
+    ForwardAction {
+        target,
+        prefix_rewrite: None,
+        host_rewrite_literal: None,
+        timeout: Duration::from_secs(15),
+        idle_timeout: None,
+        retry: None,
+        hash_policy: vec![],
+    }
+}
+
+fn to(cluster: &str) -> ForwardAction {
+    forward_action(ClusterTarget::Cluster(cluster.into()))
+}
+
+fn route(name: &str, matcher: RouteMatch, action: RouteAction) -> Route {
+    Route {
+        name: name.into(),
+        matcher,
+        action,
+        request_headers_to_add: vec![],
+        request_headers_to_remove: vec![],
+        response_headers_to_add: vec![],
+        response_headers_to_remove: vec![],
+    }
+}
+
+fn forward(name: &str, prefix: &str, action: ForwardAction) -> Route {
+    route(
+        name,
+        path_prefix(prefix),
+        RouteAction::Forward(Arc::new(action)),
+    )
+}
+
+fn vhost(routes: Vec<Route>) -> VirtualHost {
+    VirtualHost {
+        name: "default".into(),
+        domains: vec![DomainMatch::Any],
+        routes,
+        request_headers_to_add: vec![],
+        request_headers_to_remove: vec![],
+        response_headers_to_add: vec![],
+        response_headers_to_remove: vec![],
+    }
+}
+
+fn route_config(name: &str, vhosts: Vec<VirtualHost>) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        virtual_hosts: vhosts,
+        request_headers_to_add: vec![],
+        request_headers_to_remove: vec![],
+        response_headers_to_add: vec![],
+        response_headers_to_remove: vec![],
+    }
+}
+
+fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: prefix.into(),
+        routes,
+        max_request_headers_bytes: 60 * 1024,
+        idle_timeout: Some(Duration::from_secs(3600)),
+        request_headers_timeout: None,
+        stream_idle_timeout: Some(Duration::from_secs(300)),
+    }
+}
+
+fn http_listener_with(name: &str, hcm: HttpConnectionManager) -> Listener {
+    Listener {
+        name: name.into(),
+        addr: any_addr(),
+        filter: ListenerFilter::Http(Arc::new(hcm)),
+    }
+}
+
+fn http_listener(name: &str, rc: RouteConfig) -> Listener {
+    http_listener_with(name, hcm(name, RouteSource::Inline(Arc::new(rc))))
+}
+
+fn header(name: &str, value: &str, action: AppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        value: HeaderValue::from_str(value).unwrap(),
+        action,
+    }
+}
+
+fn retry_policy(num_retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        retry_on_5xx: false,
+        retry_on_gateway_error: false,
+        retry_on_connect_failure: false,
+        retry_on_reset: false,
+        retriable_status_codes: vec![],
+        num_retries,
+        per_try_timeout: None,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(50),
+    }
+}
+
+fn proxy_config(listeners: Vec<Listener>, clusters: Vec<Cluster>) -> ProxyConfig {
+    ProxyConfig {
+        listeners: listeners
+            .into_iter()
+            .map(|l| (l.name.clone(), Arc::new(l)))
+            .collect(),
+        clusters: clusters
+            .into_iter()
+            .map(|c| (c.name.clone(), Arc::new(c)))
+            .collect(),
+        routes: BTreeMap::new(),
+        versions: BTreeMap::from([("LDS", "1".to_owned()), ("CDS", "1".to_owned())]),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The proxy under test
+
+struct Harness {
+    tx: watch::Sender<Arc<ProxyConfig>>,
+    handle: ProxyHandle,
+    admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    xds: Arc<XdsStats>,
+}
+
+impl Harness {
+    async fn start(config: ProxyConfig) -> Harness {
+        let config = Arc::new(config);
+        let (tx, rx) = watch::channel(Arc::clone(&config));
+        let xds = Arc::new(XdsStats::default());
+        let proxy = Proxy::new(
+            rx,
+            Arc::clone(&xds),
+            ProxyOptions {
+                drain_timeout: Duration::from_secs(2),
+                ..ProxyOptions::default()
+            },
+        );
+        let handle = proxy.handle();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            proxy
+                .run(Some(admin_listener), async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        handle.wait_applied(&config).await;
+        Harness {
+            tx,
+            handle,
+            admin,
+            stop: Some(stop),
+            task: Some(task),
+            xds,
+        }
+    }
+
+    async fn push(&self, config: ProxyConfig) {
+        let config = Arc::new(config);
+        self.tx.send_replace(Arc::clone(&config));
+        tokio::time::timeout(Duration::from_secs(5), self.handle.wait_applied(&config))
+            .await
+            .unwrap();
+    }
+
+    fn addr(&self, listener: &str) -> SocketAddr {
+        self.handle.listener_addr(listener).unwrap_or_else(|| {
+            panic!(
+                "listener {listener} not active: {:?}",
+                self.handle.listeners()
+            )
+        })
+    }
+
+    fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(listener))
+    }
+
+    async fn admin_get(&self, path: &str) -> (StatusCode, String) {
+        let r = h1_client()
+            .get(format!("http://{}{path}", self.admin).parse().unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+fn h1_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn h2_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    /// The backend's description of the request it got: `backend=`, `uri=`, `h:<name>=`.
+    fn seen(&self, key: &str) -> Vec<&str> {
+        let prefix = format!("{key}=");
+        self.body
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .collect()
+    }
+
+    fn seen_one(&self, key: &str) -> Option<&str> {
+        self.seen(key).first().copied()
+    }
+
+    fn backend(&self) -> &str {
+        self.seen_one("backend").unwrap_or("")
+    }
+}
+
+async fn send(client: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -> Reply {
+    let r = client.request(req).await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A GET that retries a request the server refused with an HTTP/2 GOAWAY: a draining
+/// listener sends GOAWAY, and a stream above its last-stream-id was never processed, so every
+/// HTTP/2 client (Envoy's and gRPC's included) retries it on a new connection (RFC 9113 6.8).
+async fn get_retrying_goaway(client: &Client<HttpConnector, TestBody>, url: &str) -> Reply {
+    for _ in 0..3 {
+        let req = Request::get(url).body(empty()).unwrap();
+        match client.request(req).await {
+            Ok(r) => {
+                let status = r.status();
+                let headers = r.headers().clone();
+                let body = r.into_body().collect().await.unwrap().to_bytes();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                return Reply {
+                    status,
+                    headers,
+                    body,
+                };
+            }
+            Err(e) if format!("{e:?}").contains("GoAway") => continue,
+            Err(e) => panic!("request failed: {e:?}"),
+        }
+    }
+    panic!("refused by GOAWAY three times in a row");
+}
+
+async fn get(
+    client: &Client<HttpConnector, TestBody>,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::get(url).body(empty()).unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    send(client, req).await
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes or `timeout`.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A request body fed frame by frame from the test.
+struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_path_and_header_over_http1_and_h2c() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let mut by_header = forward("by-header", "/", to("b"));
+    by_header.matcher.headers.push(HeaderMatcher {
+        name: "x-version".into(),
+        matcher: HeaderMatch::String(StringMatch::Exact("v2".into(), false)),
+        invert: false,
+    });
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![
+            forward("to-b", "/b/", to("b")),
+            by_header,
+            forward("default", "/", to("a")),
+        ])],
+    );
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
+    ))
+    .await;
+    assert!(h.handle.is_ready());
+    for client in [h1_client(), h2_client()] {
+        let r = get(&client, &h.url("http", "/x"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.backend(), "a");
+        let r = get(&client, &h.url("http", "/b/1"), &[]).await;
+        assert_eq!(r.backend(), "b");
+        let r = get(&client, &h.url("http", "/x"), &[("x-version", "v2")]).await;
+        assert_eq!(r.backend(), "b");
+    }
+    // The h2c request reached the HTTP/1.1 backend as HTTP/1.1 with a Host header.
+    let r = get(&h2_client(), &h.url("http", "/x"), &[]).await;
+    assert_eq!(r.seen_one("version"), Some("HTTP/1.1"));
+    assert_eq!(
+        r.seen_one("h:host"),
+        Some(h.addr("http").to_string().as_str())
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_clusters_split_roughly_by_weight() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let weighted = |name: &str, weight: u32| WeightedCluster {
+        name: name.into(),
+        weight,
+        request_headers_to_add: vec![header(
+            "x-split",
+            name,
+            AppendAction::OverwriteIfExistsOrAdd,
+        )],
+        request_headers_to_remove: vec![],
+        response_headers_to_add: vec![],
+        response_headers_to_remove: vec![],
+    };
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![forward(
+            "split",
+            "/",
+            forward_action(ClusterTarget::Weighted(vec![
+                weighted("a", 80),
+                weighted("b", 20),
+            ])),
+        )])],
+    );
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
+    ))
+    .await;
+    let client = h1_client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..500 {
+        let r = get(&client, &h.url("http", "/"), &[]).await;
+        assert_eq!(
+            r.seen_one("h:x-split"),
+            Some(r.backend()),
+            "weighted-cluster headers"
+        );
+        *counts.entry(r.backend().to_owned()).or_default() += 1;
+    }
+    let a_share = counts.get("a").copied().unwrap_or(0);
+    assert!((340..=460).contains(&a_share), "{counts:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_header_mutations_reach_the_backend() {
+    let a = backend("a").await;
+    let mut action = to("a");
+    action.prefix_rewrite = Some("/v1/".into());
+    action.host_rewrite_literal = Some("internal.example".into());
+    let mut r = forward("api", "/api/", action);
+    r.request_headers_to_add = vec![
+        header("x-level", "route", AppendAction::OverwriteIfExistsOrAdd),
+        header("x-trail", "route", AppendAction::AppendIfExistsOrAdd),
+        header("x-absent", "route", AppendAction::AddIfAbsent),
+    ];
+    r.request_headers_to_remove = vec!["x-drop".into()];
+    r.response_headers_to_add = vec![header(
+        "x-resp",
+        "route",
+        AppendAction::OverwriteIfExistsOrAdd,
+    )];
+    r.response_headers_to_remove = vec!["x-remove-me".into()];
+    let mut vh = vhost(vec![r]);
+    vh.request_headers_to_add = vec![
+        header("x-level", "vhost", AppendAction::OverwriteIfExistsOrAdd),
+        header("x-trail", "vhost", AppendAction::AppendIfExistsOrAdd),
+        header("x-absent", "vhost", AppendAction::AddIfAbsent),
+        header("x-only-if", "vhost", AppendAction::OverwriteIfExists),
+    ];
+    let mut rc = route_config("rc", vec![vh]);
+    rc.request_headers_to_add = vec![
+        header("x-level", "config", AppendAction::OverwriteIfExistsOrAdd),
+        header("x-trail", "config", AppendAction::AppendIfExistsOrAdd),
+    ];
+    rc.response_headers_to_add = vec![header(
+        "x-resp",
+        "config",
+        AppendAction::AppendIfExistsOrAdd,
+    )];
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    let r = get(
+        &h1_client(),
+        &h.url("http", "/api/users?id=7"),
+        &[
+            ("x-drop", "1"),
+            ("x-keep", "1"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.seen_one("uri"), Some("/v1/users?id=7"));
+    assert_eq!(r.seen_one("h:host"), Some("internal.example"));
+    // Envoy's order: route, then virtual host, then route configuration; the last one wins.
+    assert_eq!(r.seen("h:x-level"), ["config"]);
+    assert_eq!(r.seen("h:x-trail"), ["route", "vhost", "config"]);
+    assert_eq!(r.seen("h:x-absent"), ["route"]);
+    assert!(r.seen("h:x-only-if").is_empty());
+    assert!(r.seen("h:x-drop").is_empty());
+    assert!(
+        r.seen("h:x-hop").is_empty(),
+        "connection-named header forwarded"
+    );
+    assert_eq!(r.seen_one("h:x-keep"), Some("1"));
+    assert_eq!(r.seen_one("h:x-forwarded-proto"), Some("http"));
+    assert_eq!(r.seen_one("h:x-request-id").map(str::len), Some(36));
+    assert_eq!(
+        r.headers.get_all("x-resp").iter().collect::<Vec<_>>(),
+        ["route", "config"]
+    );
+    assert!(r.headers.get("x-remove-me").is_none());
+    assert!(r.headers.get("x-envoy-upstream-service-time").is_some());
+    assert_eq!(r.headers["x-backend"], "a");
+    // A client's own request id is kept.
+    let r = get(
+        &h1_client(),
+        &h.url("http", "/api/"),
+        &[("x-request-id", "mine")],
+    )
+    .await;
+    assert_eq!(r.seen("h:x-request-id"), ["mine"]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_responses_and_redirects() {
+    let mut direct = route(
+        "direct",
+        path_prefix("/direct"),
+        RouteAction::DirectResponse {
+            status: 418,
+            body: Some(Bytes::from_static(b"short and stout")),
+        },
+    );
+    direct.response_headers_to_add = vec![header(
+        "x-direct",
+        "1",
+        AppendAction::OverwriteIfExistsOrAdd,
+    )];
+    let redirect = route(
+        "redirect",
+        path_prefix("/old/"),
+        RouteAction::Redirect(Arc::new(RedirectAction {
+            scheme: Some("https".into()),
+            host: Some("new.example".into()),
+            port: None,
+            path: None,
+            prefix_rewrite: Some("/new/".into()),
+            status: 308,
+            strip_query: false,
+        })),
+    );
+    let rc = route_config("rc", vec![vhost(vec![direct, redirect])]);
+    let h = Harness::start(proxy_config(vec![http_listener("http", rc)], vec![])).await;
+    for client in [h1_client(), h2_client()] {
+        let r = get(&client, &h.url("http", "/direct"), &[]).await;
+        assert_eq!(r.status, 418);
+        assert_eq!(r.body, "short and stout");
+        assert_eq!(r.headers["x-direct"], "1");
+        assert_eq!(r.headers["content-type"], "text/plain");
+        let r = get(&client, &h.url("http", "/old/page?x=1"), &[]).await;
+        assert_eq!(r.status, 308);
+        assert_eq!(r.headers["location"], "https://new.example/new/page?x=1");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_replies_map_failures_to_statuses() {
+    let slow = backend("slow").await;
+    let closed = closed_port().await;
+    let mut timeout = to("slow");
+    timeout.timeout = Duration::from_millis(200);
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![
+            forward("unhealthy", "/unhealthy", to("unhealthy")),
+            forward("unknown", "/unknown", to("nope")),
+            forward("refused", "/refused", to("refused")),
+            forward("timeout", "/sleep", timeout),
+        ])],
+    );
+    let mut unhealthy = cluster("unhealthy", &[slow.addr]);
+    unhealthy.endpoints = Arc::new(vec![Endpoint {
+        addr: slow.addr,
+        weight: 1,
+        healthy: false,
+    }]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![
+            unhealthy,
+            cluster("refused", &[closed]),
+            cluster("slow", &[slow.addr]),
+        ],
+    ))
+    .await;
+    let client = h1_client();
+    let r = get(&client, &h.url("http", "/nothing-here"), &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::NOT_FOUND, ""));
+    let r = get(&client, &h.url("http", "/unhealthy"), &[]).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+    );
+    let r = get(&client, &h.url("http", "/unknown"), &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let r = get(&client, &h.url("http", "/refused"), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(r.body.contains("connection failure"), "{}", r.body);
+    let started = std::time::Instant::now();
+    let r = get(&client, &h.url("http", "/sleep/3000"), &[]).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "upstream request timeout")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // gRPC clients get a trailers-only gRPC status instead.
+    let r = get(
+        &client,
+        &h.url("http", "/unhealthy"),
+        &[("content-type", "application/grpc")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "14");
+
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(stats.contains("http.http.downstream_rq_4xx: 1"), "{stats}");
+    assert!(stats.contains("http.http.no_route: 1"), "{stats}");
+    assert!(
+        stats.contains("cluster.refused.upstream_cx_connect_fail: 1"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("cluster.slow.upstream_rq_timeout: 1"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_move_to_another_endpoint() {
+    let good = backend("good").await;
+    let failing = backend_always("failing", StatusCode::SERVICE_UNAVAILABLE).await;
+    let closed = closed_port().await;
+    let mut on_5xx = to("mixed");
+    on_5xx.retry = Some(RetryPolicy {
+        retry_on_5xx: true,
+        ..retry_policy(2)
+    });
+    let mut on_status = to("mixed");
+    on_status.retry = Some(RetryPolicy {
+        retriable_status_codes: vec![503],
+        ..retry_policy(2)
+    });
+    let mut on_connect = to("half-down");
+    on_connect.retry = Some(RetryPolicy {
+        retry_on_connect_failure: true,
+        ..retry_policy(2)
+    });
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![
+            forward("connect", "/connect", on_connect),
+            forward("status", "/status-codes", on_status),
+            forward("5xx", "/", on_5xx),
+        ])],
+    );
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![
+            cluster("mixed", &[failing, good.addr]),
+            cluster("half-down", &[closed, good.addr]),
+        ],
+    ))
+    .await;
+    let client = h1_client();
+    for path in ["/connect", "/status-codes", "/x"] {
+        for _ in 0..6 {
+            let r = get(&client, &h.url("http", path), &[]).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            assert_eq!(r.backend(), "good");
+        }
+    }
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        !stats.contains("cluster.mixed.upstream_rq_retry: 0"),
+        "{stats}"
+    );
+    assert!(
+        !stats.contains("cluster.half-down.upstream_rq_retry: 0"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}
+
+/// A backend that answers every request with `status`.
+async fn backend_always(name: &'static str, status: StatusCode) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| async move {
+                    let mut r = Response::new(full(name));
+                    *r.status_mut() = status;
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_timeout_retries_then_route_timeout_gives_504() {
+    let slow = backend("slow").await;
+    let mut action = to("slow");
+    action.timeout = Duration::from_millis(900);
+    action.retry = Some(RetryPolicy {
+        retry_on_5xx: true,
+        per_try_timeout: Some(Duration::from_millis(200)),
+        ..retry_policy(2)
+    });
+    let rc = route_config("rc", vec![vhost(vec![forward("slow", "/", action)])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("slow", &[slow.addr])],
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = get(&h1_client(), &h.url("http", "/sleep/2000"), &[]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    // Three tries, each cut at its per-try timeout.
+    assert_eq!(slow.hits.load(Ordering::Relaxed), 3);
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("cluster.slow.upstream_rq_per_try_timeout: 3"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streaming_and_trailers_pass_h2_to_h2() {
+    let grpc = backend("grpc").await;
+    let mut c = cluster("grpc", &[grpc.addr]);
+    c.http2 = true;
+    let mut action = to("grpc");
+    action.timeout = Duration::ZERO;
+    let rc = route_config("rc", vec![vhost(vec![forward("grpc", "/", action)])]);
+    let h = Harness::start(proxy_config(vec![http_listener("http", rc)], vec![c])).await;
+
+    let stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = mpsc::channel(4);
+    let req = Request::post(format!("http://{}/stream", h.addr("http")))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(ChannelBody(rx))
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    let mut body = response.into_body();
+    // Each message comes back before the next is sent: nothing is buffered on the way.
+    for message in ["one", "two", "three"] {
+        tx.send(Frame::data(Bytes::from(message))).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), message);
+    }
+    drop(tx);
+    let frame = body.frame().await.unwrap().unwrap();
+    let trailers = frame.into_trailers().unwrap();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "done");
+    assert!(body.frame().await.is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cluster_gets_the_original_authority() {
+    let a = backend("a").await;
+    let mut c = cluster("a", &[a.addr]);
+    c.http2 = true;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let h = Harness::start(proxy_config(vec![http_listener("http", rc)], vec![c])).await;
+    let r = get(
+        &h1_client(),
+        &h.url("http", "/x"),
+        &[("host", "svc.example:8080")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.seen_one("version"), Some("HTTP/2.0"));
+    assert_eq!(r.seen_one("uri"), Some("http://svc.example:8080/x"));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_echoes() {
+    let ws = backend("ws").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("ws", "/", to("ws"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("ws", &[ws.addr])],
+    ))
+    .await;
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for message in [&b"hello"[..], b"over the tunnel", &[0u8, 255, 1, 254]] {
+        stream.write_all(message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, message);
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_copies_bytes_exactly() {
+    let echo = tcp_echo().await;
+    let listener = Listener {
+        name: "tcp".into(),
+        addr: any_addr(),
+        filter: ListenerFilter::Tcp(Arc::new(TcpProxy {
+            stat_prefix: "tcp".into(),
+            cluster: TcpTarget::Cluster("echo".into()),
+            idle_timeout: Some(Duration::from_secs(30)),
+        })),
+    };
+    let h = Harness::start(proxy_config(vec![listener], vec![cluster("echo", &[echo])])).await;
+    let payload: Vec<u8> = (0..8 * 1024 * 1024).map(|_| fastrand::u8(..)).collect();
+    let stream = TcpStream::connect(h.addr("tcp")).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        // Half-close: the echo server sees EOF and closes its side after echoing everything.
+        w.shutdown().await.unwrap();
+        w
+    });
+    let mut received = Vec::with_capacity(payload.len());
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut received))
+        .await
+        .unwrap()
+        .unwrap();
+    let _w = writer.await.unwrap();
+    assert_eq!(received.len(), payload.len());
+    assert!(received == payload, "bytes differ");
+    let (_, stats) = h.admin_get("/stats").await;
+    let expected = format!("tcp.tcp.downstream_cx_rx_bytes_total: {}", payload.len());
+    assert!(
+        eventually(async || h.admin_get("/stats").await.1.contains(&expected)).await,
+        "{stats}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_are_refused_alone() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut manager = hcm("http", RouteSource::Inline(Arc::new(rc)));
+    manager.max_request_headers_bytes = 8 * 1024;
+    let h = Harness::start(proxy_config(
+        vec![http_listener_with("http", manager)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    // A keep-alive connection that must keep working throughout.
+    let client = h1_client();
+    assert_eq!(get(&client, &h.url("http", "/"), &[]).await.status, 200);
+
+    let big = "x".repeat(7 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: a\r\nx-big-1: {big}\r\nx-big-2: {big}\r\n\r\n");
+    let reply = raw(h.addr("http"), request.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert_eq!(get(&client, &h.url("http", "/"), &[]).await.status, 200);
+
+    let reply = raw(
+        h.addr("http"),
+        b"GET / HTTP/1.1\r\nHost: a\r\nbroken header line\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let reply = raw(h.addr("http"), b"\x01\x02garbage\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(get(&client, &h.url("http", "/"), &[]).await.status, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_under_load_fail_no_request() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    // Odd versions route to "b", even ones to "a"; every fourth also changes the connection
+    // manager, which replaces the listener (old connections drain).
+    let config = |target: &str, version: usize| {
+        let rc = route_config("rc", vec![vhost(vec![forward("all", "/", to(target))])]);
+        let mut manager = hcm("http", RouteSource::Inline(Arc::new(rc)));
+        manager.idle_timeout = Some(Duration::from_secs(3600 + (version / 4) as u64));
+        let mut c = proxy_config(
+            vec![http_listener_with("http", manager)],
+            vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
+        );
+        c.versions.insert("RDS", version.to_string());
+        c
+    };
+    let h = Arc::new(Harness::start(config("a", 0)).await);
+    let url = h.url("http", "/");
+    let swapping = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let url = url.clone();
+        let swapping = Arc::clone(&swapping);
+        workers.push(tokio::spawn(async move {
+            let client = if worker % 2 == 0 {
+                h1_client()
+            } else {
+                h2_client()
+            };
+            let mut statuses = Vec::new();
+            // At least 50 requests each, and keep going until the last swap is applied.
+            while statuses.len() < 50 || swapping.load(Ordering::Relaxed) {
+                let r = get_retrying_goaway(&client, &url).await;
+                statuses.push((r.status, r.backend().to_owned()));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            statuses
+        }));
+    }
+    for version in 1..=20 {
+        h.push(config(if version % 2 == 0 { "a" } else { "b" }, version))
+            .await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    swapping.store(false, Ordering::Relaxed);
+    let mut seen = HashMap::new();
+    for worker in workers {
+        for (status, backend) in worker.await.unwrap() {
+            assert_eq!(status, 200);
+            *seen.entry(backend).or_insert(0) += 1;
+        }
+    }
+    assert!(seen.values().sum::<usize>() >= 200, "{seen:?}");
+    assert!(seen.len() == 2, "{seen:?}");
+    let h = Arc::into_inner(h).unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_start_warm_replace_and_stop() {
+    let a = backend("a").await;
+    let rds = |name: &str| http_listener_with(name, hcm(name, RouteSource::Rds("shared".into())));
+    let mut config = proxy_config(vec![rds("warming")], vec![cluster("a", &[a.addr])]);
+    let h = Harness::start(config.clone()).await;
+    // Waiting for its RDS route configuration: not started.
+    assert!(matches!(
+        h.handle.listeners()["warming"].state,
+        ListenerState::Warming { .. }
+    ));
+    let (_, dump) = h.admin_get("/config_dump").await;
+    assert!(dump.contains("warming_state"), "{dump}");
+
+    config.routes.insert(
+        "shared".into(),
+        Arc::new(route_config(
+            "shared",
+            vec![vhost(vec![forward("a", "/", to("a"))])],
+        )),
+    );
+    config.versions.insert("RDS", "1".into());
+    h.push(config.clone()).await;
+    let addr = h.addr("warming");
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/"), &[])
+            .await
+            .status,
+        200
+    );
+
+    // A changed connection manager replaces the listener on the same socket.
+    let mut changed = hcm("warming", RouteSource::Rds("shared".into()));
+    changed.idle_timeout = Some(Duration::from_secs(60));
+    config.listeners.insert(
+        "warming".into(),
+        Arc::new(http_listener_with("warming", changed)),
+    );
+    h.push(config.clone()).await;
+    assert_eq!(h.addr("warming"), addr);
+    assert_eq!(
+        get(&h1_client(), &format!("http://{addr}/"), &[])
+            .await
+            .status,
+        200
+    );
+
+    // Removed: a request in flight still completes, then the port stops accepting.
+    let slow = tokio::spawn(async move {
+        get(&h1_client(), &format!("http://{addr}/sleep/400"), &[])
+            .await
+            .status
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    config.listeners.clear();
+    h.push(config).await;
+    assert_eq!(slow.await.unwrap(), 200);
+    assert!(h.handle.listener_addr("warming").is_none());
+    assert!(
+        eventually(async || TcpStream::connect(addr).await.is_err()).await,
+        "removed listener still accepts"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_failure_is_reported_not_fatal() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut clash = http_listener("clash", rc.clone());
+    clash.addr = taken.local_addr().unwrap();
+    let h = Harness::start(proxy_config(
+        vec![clash, http_listener("fine", rc)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    assert!(matches!(
+        h.handle.listeners()["clash"].state,
+        ListenerState::Failed { .. }
+    ));
+    assert_eq!(
+        get(&h1_client(), &h.url("fine", "/"), &[]).await.status,
+        200
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reports_readiness_stats_config_and_clusters() {
+    let h = Harness::start(ProxyConfig::default()).await;
+    assert_eq!(
+        h.admin_get("/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    h.push(proxy_config(
+        vec![http_listener("public_listener", rc)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    let (status, body) = h.admin_get("/ready").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "LIVE\n"));
+    for _ in 0..3 {
+        get(&h1_client(), &h.url("public_listener", "/"), &[]).await;
+    }
+    h.xds
+        .rejected(XdsStats::type_index("CDS").unwrap(), "bad cluster".into());
+
+    let (status, prom) = h.admin_get("/stats/prometheus").await;
+    assert_eq!(status, 200);
+    assert!(
+        prom.contains(
+            "envoy_cluster_upstream_rq_xx{envoy_response_code_class=\"2\",envoy_cluster_name=\"a\"} 3"
+        ),
+        "{prom}"
+    );
+    assert!(
+        prom.contains(
+            "envoy_http_downstream_rq_xx{envoy_response_code_class=\"2\",envoy_http_conn_manager_prefix=\"public_listener\"} 3"
+        ),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("envoy_cluster_manager_cds_update_rejected 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains(
+            "envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name=\"a\",le=\"+Inf\"} 3"
+        )
+    );
+
+    let (_, stats) = h.admin_get("/stats?filter=update_rejected").await;
+    assert!(
+        stats.contains("cluster_manager.cds.update_rejected: 1"),
+        "{stats}"
+    );
+    assert!(
+        stats.lines().all(|l| l.contains("update_rejected")),
+        "{stats}"
+    );
+
+    let (status, dump) = h.admin_get("/config_dump").await;
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let listeners = &dump["configs"][0]["dynamic_listeners"];
+    assert_eq!(listeners[0]["name"], "public_listener");
+    assert!(listeners[0]["active_state"].is_object());
+    let clusters = &dump["configs"][1]["dynamic_active_clusters"];
+    assert_eq!(
+        clusters[0]["cluster"]["endpoints"][0]["address"],
+        a.addr.to_string()
+    );
+    assert_eq!(dump["versions"]["CDS"], "1");
+
+    let (_, clusters) = h.admin_get("/clusters").await;
+    assert!(
+        clusters.contains(&format!("a::{}::rq_total::3", a.addr)),
+        "{clusters}"
+    );
+    assert!(
+        clusters.contains(&format!("a::{}::health_flags::healthy", a.addr)),
+        "{clusters}"
+    );
+    let (_, json) = h.admin_get("/clusters?format=json").await;
+    assert!(json.contains("cluster_statuses"), "{json}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_limit_closes_new_connections() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let config = Arc::new(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr])],
+    ));
+    let (_tx, rx) = watch::channel(Arc::clone(&config));
+    let proxy = Proxy::new(
+        rx,
+        Arc::new(XdsStats::default()),
+        ProxyOptions {
+            max_connections: 1,
+            drain_timeout: Duration::from_secs(1),
+        },
+    );
+    let handle = proxy.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.run(None, async move {
+        let _ = stopped.await;
+    }));
+    handle.wait_applied(&config).await;
+    let addr = handle.listener_addr("http").unwrap();
+    let client = h1_client();
+    assert_eq!(
+        get(&client, &format!("http://{addr}/"), &[]).await.status,
+        200
+    );
+    // The client's pooled connection holds the only slot: a second connection is closed.
+    let reply = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(reply, "");
+    let stats = handle.stats().render_plain();
+    assert!(
+        stats.contains("downstream_global_cx_overflow: 1"),
+        "{stats}"
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_header_connections_are_closed() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut idle = hcm("http", RouteSource::Inline(Arc::new(rc.clone())));
+    idle.idle_timeout = Some(Duration::from_millis(300));
+    // hyper's header timer also runs while a keep-alive connection waits for its next
+    // request, so the two are checked on separate listeners.
+    let mut slow_head = hcm("slow-head", RouteSource::Inline(Arc::new(rc)));
+    slow_head.request_headers_timeout = Some(Duration::from_millis(300));
+    let h = Harness::start(proxy_config(
+        vec![
+            http_listener_with("http", idle),
+            http_listener_with("slow-head", slow_head),
+        ],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    // Idle after a response: closed once the idle timeout passes.
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // A head that never completes: closed after the header timeout.
+    let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.http.downstream_cx_idle_timeout: 1"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}
