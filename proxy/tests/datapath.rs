@@ -1170,7 +1170,7 @@ async fn config_changes_under_load_fail_no_request() {
         let mut c = proxy_config(
             vec![http_listener_with("http", manager)],
             vec![
-                if version % 3 == 0 {
+                if version.is_multiple_of(3) {
                     cluster("a", &[a.addr, a2.addr])
                 } else {
                     cluster("a", &[a.addr])
