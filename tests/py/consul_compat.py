@@ -73,6 +73,14 @@ assert woke_after < 2.0, woke_after
 assert int(result["index"]) > int(index)
 assert sorted(n["Service"]["ID"] for n in result["nodes"]) == ["web-1", "web-2"]
 
+step("health checks by service, by state, by node")
+index, checks = c.health.checks("web")
+assert sorted(ch["CheckID"] for ch in checks) == ["service:web-1", "service:web-2"], checks
+index, critical = c.health.state("critical")
+assert [ch["CheckID"] for ch in critical] == ["service:web-2"], critical
+index, on_node = c.health.node("mesh")
+assert len(on_node) == 2, on_node
+
 step("blocking with an unchanged index times out at the wait")
 idx2, _ = c.health.service("web")
 started = time.monotonic()

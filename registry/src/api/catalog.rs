@@ -269,27 +269,38 @@ async fn health_connect(
     Ok(json(Some(index), &out))
 }
 
+/// A blocking list of the checks that satisfy `keep`.
+async fn checks_where(
+    reg: &Registry,
+    params: &Params,
+    index: impl Fn(&crate::state::State) -> u64,
+    keep: impl Fn(&HealthCheck) -> bool,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(params)?;
+    let (index, out) = block(reg, opts, index, |st| {
+        Ok(st
+            .checks
+            .values()
+            .filter(|c| keep(c))
+            .cloned()
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
 async fn health_checks(
     State(reg): State<Arc<Registry>>,
     Path(name): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let opts = BlockOpts::parse(&params)?;
-    let (index, out) = block(
+    checks_where(
         &reg,
-        opts,
+        &params,
         |st| st.service_index(&name),
-        |st| {
-            Ok(st
-                .checks
-                .values()
-                .filter(|c| c.service_name == name)
-                .cloned()
-                .collect::<Vec<_>>())
-        },
+        |c| c.service_name == name,
     )
-    .await?;
-    Ok(json(Some(index), &out))
+    .await
 }
 
 async fn health_node(
@@ -297,22 +308,13 @@ async fn health_node(
     Path(node): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let opts = BlockOpts::parse(&params)?;
-    let (index, out) = block(
+    checks_where(
         &reg,
-        opts,
+        &params,
         |st| st.index(idx::CHECKS).max(1),
-        |st| {
-            Ok(st
-                .checks
-                .values()
-                .filter(|c| c.node == node)
-                .cloned()
-                .collect::<Vec<_>>())
-        },
+        |c| c.node == node,
     )
-    .await?;
-    Ok(json(Some(index), &out))
+    .await
 }
 
 async fn health_state(
@@ -320,7 +322,6 @@ async fn health_state(
     Path(state): Path<String>,
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
-    let opts = BlockOpts::parse(&params)?;
     let wanted = match state.as_str() {
         "any" => None,
         s => Some(CheckStatus::parse(s).ok_or_else(|| {
@@ -329,19 +330,11 @@ async fn health_state(
             ))
         })?),
     };
-    let (index, out) = block(
+    checks_where(
         &reg,
-        opts,
+        &params,
         |st| st.index(idx::CHECKS).max(1),
-        |st| {
-            Ok(st
-                .checks
-                .values()
-                .filter(|c| wanted.is_none_or(|w| c.status == w))
-                .cloned()
-                .collect::<Vec<HealthCheck>>())
-        },
+        |c| wanted.is_none_or(|w| c.status == w),
     )
-    .await?;
-    Ok(json(Some(index), &out))
+    .await
 }
