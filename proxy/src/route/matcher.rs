@@ -38,13 +38,27 @@ fn path_matches(m: &RouteMatch, full: &str, path: &str) -> bool {
 
 /// Envoy's header matcher. A missing header fails every value matcher whether inverted or
 /// not (Envoy: the rule "will be ignored so it will not match"); `Present(p)` holds when the
-/// header's presence equals `p`, and `invert` flips it.
+/// header's presence equals `p`, and `invert` flips it. A header sent on several lines
+/// matches when any line does (Envoy 1.40; older versions joined the lines with ",").
 fn header_matches(h: &HeaderMatcher, req: &RequestView<'_>) -> bool {
-    let value = header_value(req, &h.name);
-    match (&h.matcher, value) {
-        (HeaderMatch::Present(want), value) => (value.is_some() == *want) != h.invert,
-        (HeaderMatch::String(_), None) => false,
-        (HeaderMatch::String(m), Some(value)) => bytes_match(m, &value) != h.invert,
+    match &h.matcher {
+        HeaderMatch::Present(want) => (header_value(req, &h.name).is_some() == *want) != h.invert,
+        HeaderMatch::String(m) => {
+            if h.name.starts_with(':') {
+                return match header_value(req, &h.name) {
+                    Some(value) => bytes_match(m, &value) != h.invert,
+                    None => false,
+                };
+            }
+            if h.name == "host" {
+                return false;
+            }
+            let mut lines = req.headers.get_all(h.name.as_str()).iter().peekable();
+            if lines.peek().is_none() {
+                return false;
+            }
+            lines.any(|line| bytes_match(m, line.as_bytes())) != h.invert
+        }
     }
 }
 

@@ -15,18 +15,10 @@ enum Rank {
 }
 
 pub(super) fn select<'a>(vhosts: &'a [VirtualHost], authority: &str) -> Option<&'a VirtualHost> {
-    let (bare, port) = split_port(authority);
-    let mut any_domain_has_port = false;
-    let best_bare = best(vhosts, bare, |d| any_domain_has_port |= has_port(d));
-    // Matching with the port only matters when some domain names one (rare): a second pass
-    // then, rather than two comparisons per domain on every request.
-    if port.is_some()
-        && any_domain_has_port
-        && let Some(vh) = best(vhosts, authority, |_| {})
-    {
-        return Some(vh);
-    }
-    best_bare
+    // Envoy matches the authority as sent, port included: `a.com:8080` does not match the
+    // domain `a.com` (unless the connection manager strips ports, which `xds::convert`
+    // rejects for now).
+    best(vhosts, authority, |_| {})
 }
 
 /// The best-ranked virtual host for `host`; `visit` sees every domain.
@@ -68,37 +60,6 @@ fn rank(domain: &DomainMatch, host: &str) -> Option<Rank> {
             matches.then_some(Rank::Prefix(p.len()))
         }
         DomainMatch::Any => Some(Rank::Any),
-    }
-}
-
-fn has_port(domain: &DomainMatch) -> bool {
-    match domain {
-        // The digit test first spares the scan for the usual domain, which ends in a letter.
-        DomainMatch::Exact(d) | DomainMatch::Suffix(d) => {
-            d.as_bytes().last().is_some_and(u8::is_ascii_digit) && split_port(d).1.is_some()
-        }
-        // `example.*` and `*` leave the port to the wildcard.
-        DomainMatch::Prefix(_) | DomainMatch::Any => false,
-    }
-}
-
-/// `host:port` into host and port; `[v6]:port` keeps its brackets; a colon not followed by
-/// digits only (or a bare IPv6 address) is not a port.
-pub(super) fn split_port(authority: &str) -> (&str, Option<&str>) {
-    let Some(colon) = authority.rfind(':') else {
-        return (authority, None);
-    };
-    let (host, port) = (&authority[..colon], &authority[colon + 1..]);
-    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-    let host_ok = if host.starts_with('[') {
-        host.ends_with(']')
-    } else {
-        !host.contains(':')
-    };
-    if is_port && host_ok {
-        (host, Some(port))
-    } else {
-        (authority, None)
     }
 }
 
@@ -176,38 +137,27 @@ mod tests {
     }
 
     #[test]
-    fn port_stripped_when_no_domain_has_one() {
-        let vhosts = [vh("a", &["a.com"]), vh("b", &["*.b.com"])];
-        assert_eq!(pick(&vhosts, "a.com:8080"), Some("a"));
-        assert_eq!(pick(&vhosts, "x.b.com:443"), Some("b"));
-        assert_eq!(pick(&vhosts, "a.com:"), None);
-    }
-
-    #[test]
-    fn port_kept_when_a_domain_has_one() {
+    fn the_port_is_part_of_the_host() {
         let vhosts = [
-            vh("a80", &["a.com:80"]),
             vh("a", &["a.com"]),
-            vh("any", &["*"]),
+            vh("b", &["*.b.com"]),
+            vh("a80", &["a.com:80"]),
         ];
         assert_eq!(pick(&vhosts, "a.com:80"), Some("a80"));
-        // `*` matches with the port, before any port-less retry.
-        assert_eq!(pick(&vhosts, "a.com:9090"), Some("any"));
-        assert_eq!(pick(&vhosts, "a.com"), Some("a"));
-        // Without `*`, no match with the port falls back to matching without it.
-        let vhosts = [vh("a80", &["a.com:80"]), vh("a", &["a.com"])];
-        assert_eq!(pick(&vhosts, "a.com:9090"), Some("a"));
-        assert_eq!(pick(&vhosts, "b.com:80"), None);
+        assert_eq!(pick(&vhosts, "a.com:8080"), None);
+        // `*.b.com` matches `x.b.com:443`'s suffix only without the port: no match.
+        assert_eq!(pick(&vhosts, "x.b.com:443"), None);
+        let with_any = [vh("a", &["a.com"]), vh("any", &["*"])];
+        assert_eq!(pick(&with_any, "a.com:8080"), Some("any"));
+        assert_eq!(pick(&with_any, "a.com"), Some("a"));
     }
 
     #[test]
-    fn ipv6_authorities() {
-        assert_eq!(split_port("[::1]:8080"), ("[::1]", Some("8080")));
-        assert_eq!(split_port("[::1]"), ("[::1]", None));
-        assert_eq!(split_port("::1"), ("::1", None));
-        assert_eq!(split_port("a.com:http"), ("a.com:http", None));
-        let vhosts = [vh("v6", &["[::1]"])];
-        assert_eq!(pick(&vhosts, "[::1]:15001"), Some("v6"));
+    fn ipv6_authorities_match_as_sent() {
+        let vhosts = [vh("v6", &["[::1]"]), vh("v6p", &["[::1]:15001"])];
+        assert_eq!(pick(&vhosts, "[::1]"), Some("v6"));
+        assert_eq!(pick(&vhosts, "[::1]:15001"), Some("v6p"));
+        assert_eq!(pick(&vhosts, "[::1]:9"), None);
     }
 
     /// Against a brute-force oracle over random hosts and domain sets.
@@ -249,7 +199,7 @@ mod tests {
             };
             assert_eq!(
                 pick(&vhosts, &authority),
-                oracle(&vhosts, &host),
+                oracle(&vhosts, &authority),
                 "{authority} in {:?}",
                 vhosts.iter().map(|v| &v.domains).collect::<Vec<_>>()
             );

@@ -15,6 +15,8 @@ use crate::Registry;
 
 /// Consul's default `kv_max_value_size`.
 pub const MAX_VALUE_SIZE: usize = 512 * 1024;
+/// Oversize bodies up to this size are read and dropped so the client sees the 413.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 pub fn routes() -> Router<Arc<Registry>> {
     Router::new()
@@ -150,6 +152,16 @@ async fn put_key(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > MAX_VALUE_SIZE as u64) {
+        // Read (and drop) a moderately oversize body before answering: a client still
+        // writing it would otherwise see the connection reset instead of the 413.
+        if declared.is_some_and(|len| len <= DRAIN_LIMIT) {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        }
         return Err(too_large(declared));
     }
     let value = Limited::new(body, MAX_VALUE_SIZE)

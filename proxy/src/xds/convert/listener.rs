@@ -213,8 +213,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         path_with_escaped_slashes_action,
         request_id_extension: _,
         local_reply_config,
-        // Our virtual host selection ignores the port unless a domain names one.
-        strip_matching_host_port: _,
+        strip_matching_host_port,
         stream_error_on_invalid_http_message: _,
         path_normalization_options,
         strip_trailing_host_dot,
@@ -225,8 +224,18 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         add_proxy_protocol_connection_state: _,
         forward_proto_config,
         route_specifier,
-        strip_port_mode: _,
+        strip_port_mode,
     } = hcm;
+    // Virtual hosts are matched with the port, as Envoy does by default.
+    unsupported("strip_matching_host_port", &strip_matching_host_port)?;
+    if strip_port_mode.is_some_and(|m| {
+        matches!(
+            m,
+            http_connection_manager::StripPortMode::StripAnyHostPort(true)
+        )
+    }) {
+        return invalid("strip_any_host_port", "not supported");
+    }
 
     // Our listener detects HTTP/1 and HTTP/2 by itself, which serves every client that a
     // forced HTTP1 or HTTP2 codec would serve.

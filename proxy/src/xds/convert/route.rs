@@ -55,8 +55,7 @@ pub(super) fn convert_route_config(rc: RouteConfiguration) -> Result<config::Rou
         max_direct_response_body_size_bytes,
         cluster_specifier_plugins,
         request_mirror_policies,
-        // Our virtual host selection ignores the port unless a domain names one.
-        ignore_port_in_host_matching: _,
+        ignore_port_in_host_matching,
         vhost_header,
         ignore_path_parameters_in_path_matching,
         typed_per_filter_config,
@@ -64,6 +63,11 @@ pub(super) fn convert_route_config(rc: RouteConfiguration) -> Result<config::Rou
         route_specifiers,
     } = rc;
     unsupported("vhds", &vhds)?;
+    // Virtual hosts are matched with the port, as Envoy does by default.
+    unsupported(
+        "ignore_port_in_host_matching",
+        &ignore_port_in_host_matching,
+    )?;
     unsupported("internal_only_headers", &internal_only_headers)?;
     unsupported(
         "most_specific_header_mutations_wins",
