@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod demo;
+mod ops;
 mod status;
 
 #[derive(Parser)]
@@ -40,6 +42,46 @@ enum Command {
     ///
     /// Example: mesh proxy --node-id web-1-sidecar-proxy --xds-url http://127.0.0.1:18000 --admin-addr 127.0.0.1:19000
     Proxy(ProxyArgs),
+    /// Run a whole mesh locally and watch a canary rollout: registry, control plane, demo services
+    /// with sidecars, live traffic while a service-splitter and a service-router are pushed.
+    ///
+    /// Example: mesh demo            (interactive: Enter moves to the next step)
+    ///          mesh demo --steps    (non-interactive: runs every step and exits)
+    ///          mesh demo --keep-running --envoy
+    Demo(demo::DemoArgs),
+    /// Write, read and delete L7 config entries (service-splitter, service-router, ...) in the registry.
+    ///
+    /// Example: mesh config write examples/config/splitter-90-10.json
+    Config(ops::ConfigArgs),
+    /// Register and deregister services (with their sidecars) in the registry.
+    ///
+    /// Example: mesh services register backend-v1.json
+    Services(ops::ServicesArgs),
+    #[command(hide = true, about = demo::DEMO_SERVICE_ABOUT)]
+    DemoService(DemoServiceArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoServiceArgs {
+    /// Service name (answered in every response).
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "v1")]
+    version: String,
+    /// Instance name; defaults to the service name.
+    #[arg(long)]
+    instance: Option<String>,
+    #[arg(long)]
+    port: u16,
+    /// Call this URL (the sidecar's upstream listener) and wrap its answer.
+    #[arg(long)]
+    upstream_url: Option<String>,
+    /// Fail this percentage of requests with 503 (per request: the x-fail-percent header).
+    #[arg(long, default_value_t = 0.0)]
+    fail_percent: f64,
+    /// Add this latency to every answer (per request: the x-delay-ms header).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -155,6 +197,21 @@ fn main() -> anyhow::Result<()> {
             Command::Status(args) => status::run(&args.control_plane_url, args.json).await,
             Command::EnvoyBootstrap(args) => envoy_bootstrap(args),
             Command::Proxy(args) => run_proxy(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Config(args) => ops::run_config(args).await,
+            Command::Services(args) => ops::run_services(args).await,
+            Command::DemoService(args) => {
+                let opts = mesh_examples::ServiceOptions {
+                    instance: args.instance.unwrap_or_else(|| args.name.clone()),
+                    name: args.name,
+                    version: args.version,
+                    addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
+                    upstream_url: args.upstream_url,
+                    fail_percent: args.fail_percent,
+                    delay_ms: args.delay_ms,
+                };
+                mesh_examples::run(opts, shutdown_signal()).await
+            }
         }
     })
 }
