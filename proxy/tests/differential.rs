@@ -1147,11 +1147,13 @@ fn envoy_bin() -> Option<PathBuf> {
     None
 }
 
+/// A free port below the kernel's ephemeral range (32768+), so that no `bind(0)` or outgoing
+/// connection takes it between this check and Envoy binding it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    (0..1000)
+        .map(|_| fastrand::u16(20_000..32_000))
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("no free port in 20000-32000")
 }
 
 /// Envoy as a child process, killed when dropped.

@@ -81,11 +81,17 @@ impl Ports {
             })?;
             return Ok(port);
         }
-        // Held until every port is chosen so no two components get the same one.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free port")?;
-        let port = l.local_addr()?.port();
-        self.held.push(l);
-        Ok(port)
+        // Held until every port is chosen so no two components get the same one. Chosen below
+        // the kernel's ephemeral range (32768+), which `bind(0)` and outgoing connections
+        // draw from, so no other socket takes a port between its release and the child's bind.
+        for _ in 0..1000 {
+            let port = fastrand::u16(20_000..32_000);
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                self.held.push(l);
+                return Ok(port);
+            }
+        }
+        anyhow::bail!("no free port in 20000-32000 for {what}")
     }
 }
 

