@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use mesh_bench::{RegistryOptions, XdsOptions, run_registry_bench, run_xds_bench};
+use mesh_bench::{
+    ProxyOptions, RegistryOptions, XdsOptions, run_proxy_bench, run_registry_bench, run_xds_bench,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +25,61 @@ enum Command {
     /// Control-plane scale: N simulated sidecars (ADS clients that ACK) against one control
     /// plane; registry write to every sidecar's ACK, and the control plane's RSS and CPU.
     Xds(XdsArgs),
+    /// The data plane: our proxy next to Envoy, nginx and HAProxy (those found), one worker
+    /// each: requests/s, CPU per request, added latency at fixed rates, memory.
+    Proxy(ProxyArgs),
+    /// The proxy bench's fixed-response backend (run by `proxy` as a child process).
+    #[command(hide = true)]
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: std::net::SocketAddr,
+    },
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Measured time per point, as a Go duration [default: 10s; smoke: 500ms]
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Warm-up before each point [default: 2s; smoke: 200ms]
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Closed-loop keep-alive connections [default: 32; smoke: 8]
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Open-loop connections the fixed rate is spread over [default: 16; smoke: 4]
+    #[arg(long)]
+    open_connections: Option<usize>,
+    /// Rounds; the report gives median and min-max [default: 3; smoke: 1]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Fixed rates for the latency runs, requests/s, comma separated [default: 1000,5000;
+    /// smoke: 200]
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u64>>,
+    /// Idle keep-alive connections for the memory figure [default: 1000; smoke: 100]
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// HTTP/2 with prior knowledge (h2c) from the load generator to the proxy
+    #[arg(long)]
+    h2: bool,
+    /// Do not pin proxies (CPU 1) and backend (CPU 0) with taskset
+    #[arg(long)]
+    no_pin: bool,
+    /// The Envoy binary [default: $MESH_ENVOY, else `envoy` on PATH, else .venv/bin/envoy]
+    #[arg(long)]
+    envoy_bin: Option<PathBuf>,
+    /// The mesh binary to run [default: built with `cargo build --release --bin mesh`]
+    #[arg(long, env = "MESH_BIN")]
+    mesh_bin: Option<PathBuf>,
+    /// Where to write the JSON results (the SVG goes next to it) [default:
+    /// bench/results/proxy.json, or proxy-smoke.json with --smoke]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seconds, not minutes: 0.5s per point, 1 round, 8 connections, 200 rps, only our proxy
+    /// and Envoy; options given as well still apply
+    #[arg(long)]
+    smoke: bool,
 }
 
 #[derive(Args)]
@@ -111,6 +168,8 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Registry(args) => registry(args).await,
         Command::Xds(args) => xds(args).await,
+        Command::Proxy(args) => proxy(args).await,
+        Command::Backend { addr } => mesh_bench::backend::serve(addr).await,
     }
 }
 
@@ -179,6 +238,55 @@ async fn xds(args: XdsArgs) -> Result<()> {
     print!("{}", report.render());
     mesh_bench::report::write_json(&out, &report)?;
     println!("\nresults written to {}", out.display());
+    Ok(())
+}
+
+async fn proxy(args: ProxyArgs) -> Result<()> {
+    let mesh_bin = match args.mesh_bin {
+        Some(bin) => bin,
+        None => {
+            eprintln!("proxy bench: building the mesh binary (cargo build --release --bin mesh)");
+            tokio::task::spawn_blocking(|| mesh_bench::process::build_mesh_bin(true, false))
+                .await??
+        }
+    };
+    let bench_bin = std::env::current_exe()?;
+    let mut opts = if args.smoke {
+        ProxyOptions::smoke(mesh_bin, bench_bin)
+    } else {
+        ProxyOptions::new(mesh_bin, bench_bin)
+    };
+    opts.duration = args.duration.unwrap_or(opts.duration);
+    opts.warmup = args.warmup.unwrap_or(opts.warmup);
+    opts.connections = args.connections.unwrap_or(opts.connections);
+    opts.open_connections = args.open_connections.unwrap_or(opts.open_connections);
+    opts.rounds = args.rounds.unwrap_or(opts.rounds).max(1);
+    opts.rates = args.rates.unwrap_or(opts.rates);
+    opts.idle_connections = args.idle_connections.unwrap_or(opts.idle_connections);
+    if args.h2 {
+        opts.protocol = mesh_bench::load::Protocol::H2c;
+    }
+    opts.pin &= !args.no_pin;
+    opts.envoy_bin = args.envoy_bin;
+    let out = args.out.unwrap_or_else(|| {
+        let name = if args.smoke {
+            "proxy-smoke.json"
+        } else {
+            "proxy.json"
+        };
+        results_dir().join(name)
+    });
+
+    let report = run_proxy_bench(opts).await?;
+    print!("{}", report.render());
+    mesh_bench::report::write_json(&out, &report)?;
+    let svg = out.with_extension("svg");
+    std::fs::write(&svg, report.svg())?;
+    println!(
+        "\nresults written to {} and {}",
+        out.display(),
+        svg.display()
+    );
     Ok(())
 }
 

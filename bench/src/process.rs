@@ -100,8 +100,21 @@ impl MeshProcess {
         listeners: &[&str],
         timeout: Duration,
     ) -> Result<MeshProcess> {
+        Self::start_with_env(bin, label, args, &[], listeners, timeout).await
+    }
+
+    /// [`MeshProcess::start`] with extra environment variables for the child.
+    pub async fn start_with_env(
+        bin: &Path,
+        label: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        listeners: &[&str],
+        timeout: Duration,
+    ) -> Result<MeshProcess> {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(envs.iter().copied())
             .env("MESH_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
