@@ -107,6 +107,10 @@ struct ProxyArgs {
     /// State of the world or incremental (delta) xDS.
     #[arg(long, value_enum, default_value = "delta")]
     xds_mode: XdsModeArg,
+    /// Worker threads, like Envoy's --concurrency. 1 runs everything on one thread with no
+    /// cross-thread scheduling, the cheapest setting for a sidecar; 0 means one per core.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
 }
 
 #[derive(clap::Args)]
@@ -186,10 +190,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the Tokio runtime")?;
+    let runtime = match &cli.command {
+        // A single worker needs no work-stealing scheduler: every wake-up stays on the
+        // thread, without the multi-thread scheduler's atomics and queues.
+        Command::Proxy(args) if args.concurrency == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Command::Proxy(args) if args.concurrency > 1 => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(args.concurrency);
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the Tokio runtime")?;
     runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => run_registry(args).await,

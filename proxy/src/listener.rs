@@ -195,7 +195,9 @@ async fn accept_loop(
             stats: Arc::clone(&stats),
             _permit: permit,
         };
-        let span = tracing::info_span!("conn", %peer);
+        // Debug level: an enabled span is entered and left on every poll of the connection, a
+        // cost per request that only debugging should pay.
+        let span = tracing::debug_span!("conn", %peer);
         let conn_drain = drain.clone();
         match &protocol {
             Protocol::Http(http) => tokio::spawn(

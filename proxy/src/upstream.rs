@@ -305,7 +305,9 @@ impl EndpointPool {
                 },
             }
         }
-        let mut sender = match self.connect_h1().await {
+        // Boxed: the connect and handshake state is large and rarely needed, and every
+        // request's future would otherwise carry room for it.
+        let mut sender = match Box::pin(self.connect_h1()).await {
             Ok(sender) => sender,
             Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
         };
@@ -389,7 +391,7 @@ impl EndpointPool {
         for _ in 0..2 {
             let sender = match self.h2_sender() {
                 Some(sender) => sender,
-                None => match self.connect_h2().await {
+                None => match Box::pin(self.connect_h2()).await {
                     Ok(sender) => sender,
                     Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
                 },

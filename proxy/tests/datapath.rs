@@ -1443,8 +1443,7 @@ async fn idle_and_slow_header_connections_are_closed() {
     let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
     let mut idle = hcm("http", RouteSource::Inline(Arc::new(rc.clone())));
     idle.idle_timeout = Some(Duration::from_millis(300));
-    // hyper's header timer also runs while a keep-alive connection waits for its next
-    // request, so the two are checked on separate listeners.
+    // Separate listeners, so that each timeout is seen alone.
     let mut slow_head = hcm("slow-head", RouteSource::Inline(Arc::new(rc)));
     slow_head.request_headers_timeout = Some(Duration::from_millis(300));
     let h = Harness::start(proxy_config(
@@ -1480,6 +1479,22 @@ async fn idle_and_slow_header_connections_are_closed() {
         "{:?}",
         started.elapsed()
     );
+    // The header timeout runs from a request's first byte: a keep-alive connection waiting
+    // for its next request longer than that is not closed.
+    let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // A head that never completes: closed after the header timeout.
     let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
     stream
@@ -1498,5 +1513,46 @@ async fn idle_and_slow_header_connections_are_closed() {
         stats.contains("http.http.downstream_cx_idle_timeout: 1"),
         "{stats}"
     );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_pipelining_head_bodyless_and_chunked_responses_keep_framing() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    // Six requests in one write; the last asks to close, so the proxy closes after it.
+    let reply = raw(
+        h.addr("http"),
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n\
+          HEAD /head HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /status/204 HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /post HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          GET /stream HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let statuses: Vec<&str> = reply
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &reply[i + 9..i + 12])
+        .collect();
+    assert_eq!(
+        statuses,
+        ["200", "200", "204", "200", "200", "200"],
+        "{reply}"
+    );
+    let order = ["uri=/first", "uri=/post", "uri=/last"].map(|s| reply.find(s).unwrap());
+    assert!(order.is_sorted(), "{reply}");
+    // The HEAD answer has its length but no body, and the next answer follows at once.
+    assert!(!reply.contains("uri=/head"), "{reply}");
+    assert!(reply.contains("body_len=5"), "{reply}");
+    // A body of unknown length is chunked, with its terminating chunk.
+    assert!(reply.contains("transfer-encoding: chunked\r\n"), "{reply}");
+    assert!(reply.contains("\r\n0\r\n\r\nHTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("body_len=0\n"), "{reply}");
     h.shutdown().await;
 }

@@ -17,13 +17,59 @@ use crate::upstream::{InFlight, PooledHttp1};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A request body as it arrived: streamed by hyper, or read whole by our own HTTP/1.1 server.
+#[derive(Debug)]
+pub enum DownstreamBody {
+    Hyper(Incoming),
+    Buffered(Option<Bytes>),
+}
+
+impl DownstreamBody {
+    pub fn buffered(bytes: Bytes) -> DownstreamBody {
+        DownstreamBody::Buffered((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            DownstreamBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            DownstreamBody::Buffered(bytes) => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownstreamBody::Hyper(body) => body.is_end_stream(),
+            DownstreamBody::Buffered(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownstreamBody::Hyper(body) => body.size_hint(),
+            DownstreamBody::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
 /// A request body on its way upstream.
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
     /// Buffered so a retry can replay it.
     Full(Option<Bytes>),
-    Stream(Incoming),
+    Stream(DownstreamBody),
 }
 
 impl RequestBody {

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::ConnCtx;
-use super::body::{RequestBody, ResponseBody, StreamTimer, UpstreamBody};
+use super::body::{DownstreamBody, RequestBody, ResponseBody, StreamTimer, UpstreamBody};
 use super::headers::{
     self, Levels, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
@@ -47,7 +47,10 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// Routes and answers one request.
-pub(super) async fn proxy(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub(super) async fn proxy(
+    ctx: &Arc<ConnCtx>,
+    req: Request<DownstreamBody>,
+) -> Response<ResponseBody> {
     let stats = &ctx.listener.stats;
     let grpc = is_grpc(req.headers());
     let snapshot = ctx.shared.snapshot.load_full();
@@ -150,7 +153,7 @@ fn reply(levels: &Levels<'_>, error: &ProxyError, grpc: bool) -> Response<Respon
     response
 }
 
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
+fn wants_upgrade(req: &Request<DownstreamBody>) -> bool {
     req.version() <= Version::HTTP_11
         && req.headers().contains_key(UPGRADE)
         && headers::connection_has(req.headers(), "upgrade")
@@ -159,7 +162,7 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
 enum BodySource {
     Empty,
     Buffered(Bytes),
-    Stream(Option<Incoming>),
+    Stream(Option<DownstreamBody>),
 }
 
 /// What every try is built from.
@@ -215,7 +218,7 @@ async fn forward(
     action: &ForwardAction,
     matched: usize,
     hash: Option<u64>,
-    mut req: Request<Incoming>,
+    mut req: Request<DownstreamBody>,
     grpc: bool,
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();

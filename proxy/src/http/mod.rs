@@ -4,6 +4,7 @@
 
 pub mod body;
 mod forward;
+mod h1;
 pub mod headers;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use crate::config::{HttpConnectionManager, RouteConfig};
 use crate::listener::{ConnGuard, Drain};
 use crate::metrics::HttpStats;
 use crate::runtime::Shared;
+use body::DownstreamBody;
 
 /// hyper refuses read buffers below this.
 const MIN_BUF_SIZE: usize = 8192;
@@ -122,7 +124,8 @@ impl fmt::Debug for RequestGuard {
     }
 }
 
-/// Serves one downstream connection until it closes, idles out or is drained.
+/// Serves one downstream connection until it closes, idles out or is drained: with our own
+/// HTTP/1.1 server ([`h1`]) while the requests are plain ones, then with hyper.
 pub(crate) async fn serve_connection(
     shared: Arc<Shared>,
     listener: Arc<HttpListener>,
@@ -147,16 +150,32 @@ pub(crate) async fn serve_connection(
         h2_seen_while_draining: Notify::new(),
         _guard: guard,
     });
+    if let h1::Outcome::Handoff(io) = h1::serve(&ctx, stream, &mut drain).await {
+        // Boxed so that the connection's task, which every idle connection keeps, has no
+        // room reserved for hyper's connection state.
+        Box::pin(serve_with_hyper(&ctx, &listener, io, drain)).await;
+    }
+    stats.downstream_cx_active.dec();
+}
+
+/// The rest of a connection, served by hyper (HTTP/2, upgrades, streamed request bodies).
+async fn serve_with_hyper(
+    ctx: &Arc<ConnCtx>,
+    listener: &HttpListener,
+    io: h1::Prefixed,
+    mut drain: watch::Receiver<Drain>,
+) {
+    let stats = &listener.stats;
     let service = {
-        let ctx = Arc::clone(&ctx);
+        let ctx = Arc::clone(ctx);
         service_fn(move |req: Request<Incoming>| {
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+            async move { Ok::<_, Infallible>(handle(ctx, req.map(DownstreamBody::Hyper)).await) }
         })
     };
     let conn = listener
         .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
 
     // Envoy's idle_timeout: no request in flight for that long closes the connection.
@@ -164,7 +183,7 @@ pub(crate) async fn serve_connection(
     let sleep = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(sleep);
     let mut closing = false;
-    let mut draining = false;
+    let mut draining = ctx.draining.load(Relaxed);
     let mut http2 = false;
     loop {
         tokio::select! {
@@ -216,10 +235,12 @@ pub(crate) async fn serve_connection(
             conn.as_mut().graceful_shutdown();
         }
     }
-    stats.downstream_cx_active.dec();
 }
 
-async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> hyper::Response<body::ResponseBody> {
+async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<DownstreamBody>,
+) -> hyper::Response<body::ResponseBody> {
     let guard = RequestGuard::start(&ctx);
     let http2 = req.version() == Version::HTTP_2;
     if http2 && !ctx.http2.load(Relaxed) {

@@ -1,0 +1,636 @@
+//! The connection manager's own HTTP/1.1 server for the requests a sidecar sees most: a
+//! request head and a small body with a known length, answered with a streamed response.
+//!
+//! Why not hyper's server here: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for
+//! the life of every connection, so an idle keep-alive connection costs about 20 KiB, and its
+//! dispatcher adds work per request. This loop holds no buffer while the connection is idle
+//! (it waits for readability first and frees the read buffer once a request is consumed),
+//! parses the head with httparse straight into `http` types whose values share the read
+//! buffer, and writes the response head and a body that is already there in one write.
+//!
+//! Anything else is handed, with the bytes read so far, to hyper for the rest of the
+//! connection ([`Outcome::Handoff`]): HTTP/2 prior knowledge, HTTP/1.0, `Upgrade`, `CONNECT`,
+//! `Expect`, chunked or larger request bodies. hyper then parses the same request again, so
+//! the behaviour for those is exactly hyper's.
+
+use std::future::Future;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::body::{DownstreamBody, ResponseBody};
+use super::{ConnCtx, handle};
+use crate::listener::Drain;
+
+/// The read buffer's first size: most request heads fit.
+const READ_CHUNK: usize = 4096;
+/// Largest request body this server reads itself; longer ones go to hyper, which streams.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// httparse needs a fixed header array; hyper's default limit is the same.
+const MAX_HEADERS: usize = 100;
+/// A body frame at most this long is copied behind the response head, so both leave in one
+/// write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How the connection ended here.
+pub(crate) enum Outcome {
+    /// Closed (by either side, a timeout, an error, or the drain deadline).
+    Closed,
+    /// The rest of the connection is for hyper, starting with these unparsed bytes.
+    Handoff(Prefixed),
+}
+
+/// What a complete request head told us.
+enum Head {
+    /// Serve it here: `len` bytes of head, then `body_len` bytes of body.
+    Fast(Parsed),
+    /// Let hyper serve it.
+    Handoff,
+    /// Answer this status and close (malformed, or too large).
+    Reject(StatusCode),
+}
+
+/// A request head, with its target and header values as ranges of the read buffer so that
+/// they can share it once it is frozen instead of being copied.
+struct Parsed {
+    method: Method,
+    target: Range<usize>,
+    headers: Vec<(HeaderName, Range<usize>)>,
+    len: usize,
+    body_len: usize,
+}
+
+/// Serves requests until the connection closes or needs hyper.
+pub(crate) async fn serve(
+    ctx: &Arc<ConnCtx>,
+    mut stream: TcpStream,
+    drain: &mut watch::Receiver<Drain>,
+) -> Outcome {
+    let hcm = &ctx.listener.hcm;
+    let stats = &ctx.listener.stats;
+    let head_limit = hcm.max_request_headers_bytes.max(1024);
+    let idle_timeout = hcm.idle_timeout.filter(|d| !d.is_zero());
+    let head_timeout = hcm.request_headers_timeout.filter(|d| !d.is_zero());
+    let mut first = true;
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.is_empty() {
+            // Idle: hold no buffer, wait for bytes, the idle timeout or the drain.
+            spare_buffers::put(std::mem::take(&mut buf));
+            let idle_deadline = idle_timeout.map(|d| Instant::now() + d);
+            loop {
+                tokio::select! {
+                    ready = stream.readable() => {
+                        if ready.is_err() {
+                            return Outcome::Closed;
+                        }
+                        // Readiness can be stale, so the connection stays idle (and holds
+                        // no buffer) until bytes really arrive. A read through AsyncRead
+                        // clears readiness when it comes back short, which saves the next
+                        // wait a read that would block.
+                        buf = spare_buffers::take();
+                        match poll_once(stream.read_buf(&mut buf)).await {
+                            Poll::Ready(Ok(0) | Err(_)) => return Outcome::Closed,
+                            Poll::Ready(Ok(_)) => break,
+                            Poll::Pending => spare_buffers::put(std::mem::take(&mut buf)),
+                        }
+                    }
+                    changed = drain.changed() => {
+                        let state = match changed {
+                            Ok(()) => *drain.borrow_and_update(),
+                            Err(_) => Drain::Abort,
+                        };
+                        match state {
+                            Drain::Abort => return Outcome::Closed,
+                            // An idle HTTP/1.1 connection is not closed, where a request could
+                            // cross the close: its next response says `Connection: close`.
+                            Drain::Draining => ctx.draining.store(true, Relaxed),
+                            Drain::Running => {}
+                        }
+                    }
+                    () = sleep_until(idle_deadline) => {
+                        stats.downstream_cx_idle_timeout.inc();
+                        return Outcome::Closed;
+                    }
+                }
+            }
+        }
+
+        // Read until the head is complete; the header timeout runs from the first byte.
+        let head_deadline = head_timeout.map(|d| Instant::now() + d);
+        let head = loop {
+            if !buf.is_empty() {
+                if first {
+                    let n = buf.len().min(PREFACE.len());
+                    if buf[..n] == PREFACE[..n] {
+                        if n == PREFACE.len() {
+                            return Outcome::Handoff(Prefixed::new(buf.freeze(), stream));
+                        }
+                    } else {
+                        first = false;
+                    }
+                }
+                if !first {
+                    match parse_head(&buf, head_limit) {
+                        Ok(Some(head)) => break head,
+                        Ok(None) => {}
+                        Err(status) => break Head::Reject(status),
+                    }
+                }
+            }
+            if buf.len() >= head_limit {
+                break Head::Reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            match read_more(&mut stream, &mut buf, head_deadline).await {
+                Ok(true) => {}
+                // Closed or timed out before a whole head: nothing to answer.
+                Ok(false) | Err(_) => return Outcome::Closed,
+            }
+        };
+
+        let parsed = match head {
+            Head::Fast(parsed) => parsed,
+            Head::Handoff => return Outcome::Handoff(Prefixed::new(buf.freeze(), stream)),
+            Head::Reject(status) => {
+                let _ = write_reject(&mut stream, status).await;
+                return Outcome::Closed;
+            }
+        };
+        let (head_len, body_len) = (parsed.len, parsed.body_len);
+        while buf.len() < head_len + body_len {
+            match read_more(&mut stream, &mut buf, None).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Outcome::Closed,
+            }
+        }
+        let head_bytes = buf.split_to(head_len).freeze();
+        let body = buf.split_to(body_len).freeze();
+        let request = match build_request(parsed, &head_bytes, body) {
+            Ok(request) => request,
+            Err(status) => {
+                let _ = write_reject(&mut stream, status).await;
+                return Outcome::Closed;
+            }
+        };
+        drop(head_bytes);
+        let close = super::headers::connection_has(request.headers(), "close");
+        let head_only = request.method() == Method::HEAD;
+
+        // The request's future is large (routing, retries, the upstream exchange); boxed, it
+        // exists only while a request does, instead of in every idle connection's task.
+        let response = tokio::select! {
+            biased;
+            response = Box::pin(handle(Arc::clone(ctx), request)) => response,
+            () = crate::listener::aborted(drain) => return Outcome::Closed,
+        };
+        let keep_alive = !close && !super::headers::connection_has(response.headers(), "close");
+        let written = tokio::select! {
+            biased;
+            written = write_response(&mut stream, response, head_only) => written,
+            () = crate::listener::aborted(drain) => return Outcome::Closed,
+        };
+        if written.is_err() || !keep_alive {
+            let _ = stream.shutdown().await;
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// Read buffers belong to requests, not connections (as in nginx): a connection going idle
+/// gives its buffer back to a small per-thread stock, and the next request on the thread
+/// takes one from there, so idle connections hold none and busy ones do not allocate one per
+/// request.
+mod spare_buffers {
+    use super::READ_CHUNK;
+    use bytes::BytesMut;
+    use std::cell::RefCell;
+
+    /// The stock's size bounds what idle time keeps: 64 x 4 KiB per thread.
+    const MAX_SPARE: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> BytesMut {
+        let mut buf = SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default();
+        // Reuses the allocation when nothing else shares it, else allocates.
+        buf.reserve(READ_CHUNK);
+        buf
+    }
+
+    pub(super) fn put(mut buf: BytesMut) {
+        // Only an empty buffer of the usual size is worth keeping; a grown one (a large
+        // head) is freed.
+        buf.clear();
+        if buf.capacity() == 0 || buf.capacity() > 4 * READ_CHUNK {
+            return;
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(buf);
+            }
+        });
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what is there into `buf`: Ok(false) when the peer closed.
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(if buf.capacity() == 0 {
+            READ_CHUNK
+        } else {
+            buf.capacity()
+        });
+    }
+    let read = async { stream.read_buf(buf).await.map(|n| n > 0) };
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        None => read.await,
+    }
+}
+
+/// Parses a complete head, or says more bytes are needed (Ok(None)).
+fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    if len > head_limit {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    // HTTP/1.0 keep-alive rules and the rarer features are hyper's.
+    if parsed.version != Some(1) {
+        return Ok(Some(Head::Handoff));
+    }
+    let method = parsed.method.unwrap_or("");
+    if method == "CONNECT" {
+        return Ok(Some(Head::Handoff));
+    }
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + part.len()
+    };
+    let target = range(parsed.path.unwrap_or("").as_bytes());
+    let mut list = Vec::with_capacity(parsed.headers.len());
+    let mut body_len: Option<u64> = None;
+    for h in parsed.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+        if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
+            return Ok(Some(Head::Handoff));
+        }
+        if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(StatusCode::BAD_REQUEST)?;
+            if body_len.is_some_and(|seen| seen != n) {
+                return Err(StatusCode::BAD_REQUEST);
+            }
+            body_len = Some(n);
+        }
+        list.push((name, range(h.value)));
+    }
+    let body_len = body_len.unwrap_or(0);
+    if body_len > MAX_BUFFERED_BODY {
+        return Ok(Some(Head::Handoff));
+    }
+    Ok(Some(Head::Fast(Parsed {
+        method,
+        target,
+        headers: list,
+        len,
+        body_len: usize::try_from(body_len).map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?,
+    })))
+}
+
+/// The request, its target and header values sharing `head` (the frozen head bytes).
+fn build_request(
+    parsed: Parsed,
+    head: &Bytes,
+    body: Bytes,
+) -> Result<Request<DownstreamBody>, StatusCode> {
+    let uri =
+        Uri::from_maybe_shared(head.slice(parsed.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for (name, value) in parsed.headers {
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        map.append(name, value);
+    }
+    let mut request = Request::new(DownstreamBody::buffered(body));
+    *request.method_mut() = parsed.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = map;
+    Ok(request)
+}
+
+/// The answer to a request that never reaches the router, then the connection closes.
+async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
+    let mut out = Vec::with_capacity(128);
+    status_line(&mut out, status);
+    out.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\ndate: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    stream.write_all(&out).await?;
+    stream.shutdown().await
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a response with this status may carry a body at all (RFC 9112 6.3).
+fn bodyless(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// Writes the head and streams the body: with its length when known, chunked otherwise.
+async fn write_response(
+    stream: &mut TcpStream,
+    response: Response<ResponseBody>,
+    head_only: bool,
+) -> io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let no_body = head_only || bodyless(parts.status);
+    let mut out = Vec::with_capacity(256);
+    status_line(&mut out, parts.status);
+    for (name, value) in &parts.headers {
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !parts.headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let chunked = if no_body || parts.headers.contains_key(CONTENT_LENGTH) {
+        false
+    } else if let Some(len) = body.size_hint().exact() {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        false
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        true
+    };
+    out.extend_from_slice(b"\r\n");
+    if no_body {
+        stream.write_all(&out).await?;
+        // The body may still hold the upstream connection: read it out so it is pooled.
+        while let Some(frame) = body.frame().await {
+            frame.map_err(io::Error::other)?;
+        }
+        return Ok(());
+    }
+    // A body already here leaves with the head in one write.
+    let mut pending = Some(out);
+    loop {
+        let frame = match pending.as_ref() {
+            Some(_) => match poll_once(body.frame()).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if let Some(out) = pending.take() {
+                        stream.write_all(&out).await?;
+                    }
+                    body.frame().await
+                }
+            },
+            None => body.frame().await,
+        };
+        let frame = match frame {
+            Some(frame) => frame.map_err(io::Error::other)?,
+            None => break,
+        };
+        let Ok(mut data) = frame.into_data() else {
+            // Trailers: HTTP/1.1 responses here are not chunked for them; dropped, as hyper
+            // does unless the client asked with `TE: trailers`.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let mut out = pending.take().unwrap_or_default();
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() <= COALESCE_LIMIT {
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            stream.write_all(&out).await?;
+        } else {
+            if !out.is_empty() {
+                stream.write_all(&out).await?;
+            }
+            while data.has_remaining() {
+                let n = stream.write(&data).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                data.advance(n);
+            }
+            if chunked {
+                stream.write_all(b"\r\n").await?;
+            }
+        }
+    }
+    let mut out = pending.take().unwrap_or_default();
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// Polls `future` once: its output if it is ready now, else Pending (its waker stays set).
+async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// The connection handed to hyper: the bytes already read come first.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Prefixed {
+    fn new(prefix: Bytes, stream: TcpStream) -> Prefixed {
+        Prefixed { prefix, stream }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<Head>, StatusCode> {
+        parse_head(text.as_bytes(), 60 * 1024)
+    }
+
+    #[test]
+    fn simple_requests_are_served_here_sharing_the_buffer() {
+        let text =
+            "POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabc";
+        let Ok(Some(Head::Fast(parsed))) = parse(text) else {
+            panic!("not a fast request");
+        };
+        assert_eq!((parsed.len, parsed.body_len), (text.len() - 3, 3));
+        let head = Bytes::copy_from_slice(&text.as_bytes()[..parsed.len]);
+        let request = build_request(parsed, &head, Bytes::from_static(b"abc")).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "/a?b=1");
+        let values: Vec<_> = request.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(request.headers()["host"], "x");
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+    }
+
+    #[test]
+    fn rarer_features_go_to_hyper() {
+        for text in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(matches!(parse(text), Ok(Some(Head::Handoff))), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_heads_are_rejected_with_their_status() {
+        let status = |text: &str, limit: usize| match parse_head(text.as_bytes(), limit) {
+            Err(status) => status.as_u16(),
+            Ok(_) => 0,
+        };
+        assert_eq!(status("GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 4096), 400);
+        assert_eq!(
+            status(
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                4096
+            ),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 4096),
+            400
+        );
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(200));
+        assert_eq!(status(&many, 60 * 1024), 431);
+        assert_eq!(
+            status(
+                "GET / HTTP/1.1\r\nA: bbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\n",
+                20
+            ),
+            431
+        );
+    }
+}
