@@ -13,6 +13,7 @@
 //! `Expect`, chunked or larger request bodies. hyper then parses the same request again, so
 //! the behaviour for those is exactly hyper's.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::ops::Range;
@@ -20,9 +21,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -88,13 +89,21 @@ pub(crate) async fn serve(
     let head_timeout = hcm.request_headers_timeout.filter(|d| !d.is_zero());
     let mut first = true;
     let mut buf = BytesMut::new();
+    // One abort watch and one idle timer for the connection's life, not per request: each
+    // new one would register a waiter or a timer entry.
+    let mut abort_rx = drain.clone();
+    let abort = async move { crate::listener::aborted(&mut abort_rx).await };
+    tokio::pin!(abort);
+    let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(idle);
+    let mut last_active = Instant::now();
     loop {
         if buf.is_empty() {
-            // Idle: hold no buffer, wait for bytes, the idle timeout or the drain.
+            // Idle: hold no buffer, wait for bytes, the idle timeout or the drain deadline.
             spare_buffers::put(std::mem::take(&mut buf));
-            let idle_deadline = idle_timeout.map(|d| Instant::now() + d);
             loop {
                 tokio::select! {
+                    biased;
                     ready = stream.readable() => {
                         if ready.is_err() {
                             return Outcome::Closed;
@@ -110,22 +119,16 @@ pub(crate) async fn serve(
                             Poll::Pending => spare_buffers::put(std::mem::take(&mut buf)),
                         }
                     }
-                    changed = drain.changed() => {
-                        let state = match changed {
-                            Ok(()) => *drain.borrow_and_update(),
-                            Err(_) => Drain::Abort,
-                        };
-                        match state {
-                            Drain::Abort => return Outcome::Closed,
-                            // An idle HTTP/1.1 connection is not closed, where a request could
-                            // cross the close: its next response says `Connection: close`.
-                            Drain::Draining => ctx.draining.store(true, Relaxed),
-                            Drain::Running => {}
+                    () = &mut abort => return Outcome::Closed,
+                    () = &mut idle, if idle_timeout.is_some() => {
+                        let Some(timeout) = idle_timeout else { continue };
+                        let idle_at = last_active + timeout;
+                        if Instant::now() >= idle_at {
+                            stats.downstream_cx_idle_timeout.inc();
+                            return Outcome::Closed;
                         }
-                    }
-                    () = sleep_until(idle_deadline) => {
-                        stats.downstream_cx_idle_timeout.inc();
-                        return Outcome::Closed;
+                        // Busy since the timer was set: wait out the rest.
+                        idle.as_mut().reset(idle_at);
                     }
                 }
             }
@@ -190,20 +193,26 @@ pub(crate) async fn serve(
         drop(head_bytes);
         let close = super::headers::connection_has(request.headers(), "close");
         let head_only = request.method() == Method::HEAD;
+        // A draining listener's connections answer `Connection: close` (see `handle`); an
+        // idle HTTP/1.1 connection is not closed, where a request could cross the close.
+        if drain.has_changed().unwrap_or(true) && *drain.borrow_and_update() != Drain::Running {
+            ctx.draining.store(true, Relaxed);
+        }
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
         let response = tokio::select! {
             biased;
             response = Box::pin(handle(Arc::clone(ctx), request)) => response,
-            () = crate::listener::aborted(drain) => return Outcome::Closed,
+            () = &mut abort => return Outcome::Closed,
         };
         let keep_alive = !close && !super::headers::connection_has(response.headers(), "close");
         let written = tokio::select! {
             biased;
             written = write_response(&mut stream, response, head_only) => written,
-            () = crate::listener::aborted(drain) => return Outcome::Closed,
+            () = &mut abort => return Outcome::Closed,
         };
+        last_active = Instant::now();
         if written.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
             return Outcome::Closed;
@@ -249,13 +258,6 @@ mod spare_buffers {
                 spare.push(buf);
             }
         });
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -351,7 +353,9 @@ fn build_request(
 ) -> Result<Request<DownstreamBody>, StatusCode> {
     let uri =
         Uri::from_maybe_shared(head.slice(parsed.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for the headers the proxy adds (x-request-id, x-forwarded-proto, the route's),
+    // so that they do not make the map grow.
+    let mut map = HeaderMap::with_capacity(parsed.headers.len() + 6);
     for (name, value) in parsed.headers {
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -366,7 +370,7 @@ fn build_request(
 
 /// The answer to a request that never reaches the router, then the connection closes.
 async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = BytesMut::with_capacity(128);
     status_line(&mut out, status);
     out.extend_from_slice(b"connection: close\r\ncontent-length: 0\r\ndate: ");
     out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
@@ -375,10 +379,10 @@ async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<
     stream.shutdown().await
 }
 
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+fn status_line(out: &mut BytesMut, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
+    out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
 }
@@ -391,6 +395,7 @@ fn bodyless(status: StatusCode) -> bool {
 }
 
 /// Writes the head and streams the body: with its length when known, chunked otherwise.
+/// The output buffer comes from the spare stock and goes back to it.
 async fn write_response(
     stream: &mut TcpStream,
     response: Response<ResponseBody>,
@@ -398,7 +403,7 @@ async fn write_response(
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let no_body = head_only || bodyless(parts.status);
-    let mut out = Vec::with_capacity(256);
+    let mut out = spare_buffers::take();
     status_line(&mut out, parts.status);
     for (name, value) in &parts.headers {
         if name == TRANSFER_ENCODING {
@@ -417,9 +422,7 @@ async fn write_response(
     let chunked = if no_body || parts.headers.contains_key(CONTENT_LENGTH) {
         false
     } else if let Some(len) = body.size_hint().exact() {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(len.to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let _ = write!(out, "content-length: {len}\r\n");
         false
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -428,72 +431,65 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     if no_body {
         stream.write_all(&out).await?;
+        spare_buffers::put(out);
         // The body may still hold the upstream connection: read it out so it is pooled.
         while let Some(frame) = body.frame().await {
             frame.map_err(io::Error::other)?;
         }
         return Ok(());
     }
-    // A body already here leaves with the head in one write.
-    let mut pending = Some(out);
+    // A body already here leaves with the head in one write; `out` holds what is not sent.
+    let mut head_sent = false;
     loop {
-        let frame = match pending.as_ref() {
-            Some(_) => match poll_once(body.frame()).await {
+        let frame = if head_sent {
+            body.frame().await
+        } else {
+            match poll_once(body.frame()).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    if let Some(out) = pending.take() {
-                        stream.write_all(&out).await?;
-                    }
+                    stream.write_all(&out).await?;
+                    out.clear();
+                    head_sent = true;
                     body.frame().await
                 }
-            },
-            None => body.frame().await,
+            }
         };
         let frame = match frame {
             Some(frame) => frame.map_err(io::Error::other)?,
             None => break,
         };
-        let Ok(mut data) = frame.into_data() else {
-            // Trailers: HTTP/1.1 responses here are not chunked for them; dropped, as hyper
-            // does unless the client asked with `TE: trailers`.
+        let Ok(data) = frame.into_data() else {
+            // Trailers: dropped over HTTP/1.1, as hyper does unless the client asked for
+            // them with `TE: trailers`.
             continue;
         };
         if data.is_empty() {
             continue;
         }
-        let mut out = pending.take().unwrap_or_default();
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
         if data.len() <= COALESCE_LIMIT {
             out.extend_from_slice(&data);
-            if chunked {
-                out.extend_from_slice(b"\r\n");
-            }
-            stream.write_all(&out).await?;
         } else {
-            if !out.is_empty() {
-                stream.write_all(&out).await?;
-            }
-            while data.has_remaining() {
-                let n = stream.write(&data).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                data.advance(n);
-            }
-            if chunked {
-                stream.write_all(b"\r\n").await?;
-            }
+            stream.write_all(&out).await?;
+            out.clear();
+            stream.write_all(&data).await?;
         }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&out).await?;
+        out.clear();
+        head_sent = true;
     }
-    let mut out = pending.take().unwrap_or_default();
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
     if !out.is_empty() {
         stream.write_all(&out).await?;
     }
+    spare_buffers::put(out);
     Ok(())
 }
 
