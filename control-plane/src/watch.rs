@@ -272,6 +272,10 @@ async fn aggregate(
     pending.insert("catalog".to_string());
     let mut view = RegistryView::default();
     let mut was_reachable = true;
+    // Changes seen but not yet published. It survives batches: changes that arrive before
+    // every watch has answered are published with the batch that completes the sync, even
+    // when that batch changes nothing itself (an empty config kind answering last).
+    let mut unpublished = true;
 
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -354,10 +358,12 @@ async fn aggregate(
                 }
             }
         }
+        unpublished |= changed;
         let synced = pending.is_empty();
         health.lock().unwrap_or_else(|e| e.into_inner()).synced |= synced;
-        if changed && synced {
+        if unpublished && synced {
             views.send_replace(Arc::new(view.clone()));
+            unpublished = false;
         }
     }
     for t in tasks.into_iter().chain(service_tasks.into_values()) {
