@@ -63,6 +63,14 @@ struct ProxyArgs {
     /// HTTP/2 with prior knowledge (h2c) from the load generator to the proxy
     #[arg(long)]
     h2: bool,
+    /// Unary gRPC calls (POST /bench.Bench/Echo) over h2c, HTTP/2 from the proxy to the
+    /// backend too; implies --h2. A call succeeds on status 200 with grpc-status 0
+    #[arg(long)]
+    grpc: bool,
+    /// Concurrent streams per h2c connection in closed-loop runs; ignored over HTTP/1.1
+    /// [default: 10; smoke: 2]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    streams: Option<u64>,
     /// Do not pin proxies (CPU 1) and backend (CPU 0) with taskset
     #[arg(long)]
     no_pin: bool,
@@ -76,8 +84,8 @@ struct ProxyArgs {
     /// bench/results/proxy.json, or proxy-smoke.json with --smoke]
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Seconds, not minutes: 0.5s per point, 1 round, 8 connections, 200 rps, only our proxy
-    /// and Envoy; options given as well still apply
+    /// Seconds, not minutes: 0.5s per point, 1 round, 8 connections (2 streams each over h2c),
+    /// 200 rps, only our proxy and Envoy; options given as well still apply
     #[arg(long)]
     smoke: bool,
 }
@@ -263,8 +271,13 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     opts.rounds = args.rounds.unwrap_or(opts.rounds).max(1);
     opts.rates = args.rates.unwrap_or(opts.rates);
     opts.idle_connections = args.idle_connections.unwrap_or(opts.idle_connections);
-    if args.h2 {
+    if args.grpc {
+        opts.protocol = mesh_bench::load::Protocol::Grpc;
+    } else if args.h2 {
         opts.protocol = mesh_bench::load::Protocol::H2c;
+    }
+    if let Some(streams) = args.streams {
+        opts.streams = usize::try_from(streams)?;
     }
     opts.pin &= !args.no_pin;
     opts.envoy_bin = args.envoy_bin;

@@ -26,6 +26,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_BATCH: usize = 50;
 /// How long the target may settle after the idle connections are open, before its RSS is read.
 const IDLE_SETTLE: Duration = Duration::from_millis(500);
+/// nginx's `keepalive_requests`, downstream and upstream: more than any run sends on one
+/// connection.
+const KEEPALIVE_REQUESTS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyOptions {
@@ -40,6 +43,9 @@ pub struct ProxyOptions {
     /// Idle keep-alive connections opened for the memory figure.
     pub idle_connections: usize,
     pub protocol: Protocol,
+    /// Concurrent streams per h2c connection in closed-loop runs (1 over HTTP/1.1, which
+    /// carries one request at a time).
+    pub streams: usize,
     /// Only our proxy and Envoy.
     pub only_mesh_and_envoy: bool,
     /// Pin proxies to CPU 1 and the backend to CPU 0 with `taskset`, when it exists.
@@ -67,6 +73,7 @@ impl ProxyOptions {
             rates: vec![1000, 5000],
             idle_connections: 1000,
             protocol: Protocol::Http1,
+            streams: 10,
             only_mesh_and_envoy: false,
             pin: true,
             mesh_bin,
@@ -86,6 +93,7 @@ impl ProxyOptions {
             rounds: 1,
             rates: vec![200],
             idle_connections: 100,
+            streams: 2,
             only_mesh_and_envoy: true,
             ..ProxyOptions::new(mesh_bin, bench_bin)
         }
@@ -156,6 +164,10 @@ pub struct Summary {
     /// The first round's figure: the only one taken on a process that never held that many
     /// connections (later rounds reuse memory the first one freed).
     pub rss_mb_per_1000_idle_first: Option<f64>,
+    /// 1e6 / the median CPU µs per request: requests served per second of the proxy's CPU.
+    pub requests_per_cpu_second: Option<f64>,
+    /// `requests_per_cpu_second` over Envoy's (above 1: less CPU per request than Envoy).
+    pub requests_per_cpu_second_vs_envoy: Option<f64>,
     /// Errors over every run of this target.
     pub errors: u64,
 }
@@ -199,7 +211,7 @@ impl Proc {
 
 /// A peer's process (Envoy, nginx, HAProxy), its output in a log file; killed when dropped.
 struct OtherProcess {
-    _child: Child,
+    child: Child,
     pid: u32,
 }
 
@@ -224,7 +236,12 @@ impl OtherProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let pid = child.id().context("the process exited at once")?;
-        Ok(OtherProcess { _child: child, pid })
+        Ok(OtherProcess { child, pid })
+    }
+
+    /// Kills the process and waits for it.
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
     }
 }
 
@@ -235,11 +252,25 @@ struct Target {
     addr: SocketAddr,
     procs: Vec<Proc>,
     /// Processes that must stay alive but do not count (registry, control plane).
-    _support: Vec<MeshProcess>,
+    support: Vec<MeshProcess>,
     idle_rss_mb: Option<f64>,
 }
 
 impl Target {
+    /// Kills its processes and waits for them: nothing of a run outlives it, not even as a
+    /// zombie for init to reap (dropping them only sends the kill).
+    async fn stop(self) {
+        for p in self.procs {
+            match p {
+                Proc::Mesh(p) => p.stop().await,
+                Proc::Other(p) => p.stop().await,
+            }
+        }
+        for p in self.support {
+            p.stop().await;
+        }
+    }
+
     fn is_direct(&self) -> bool {
         self.procs.is_empty()
     }
@@ -337,17 +368,20 @@ impl Progress {
     }
 }
 
-/// Waits until `GET /` through `addr` answers 2xx.
+/// Waits until a request of the run's kind through `addr` is answered as expected.
 async fn wait_ready(addr: SocketAddr, protocol: Protocol, what: &str) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(mut conn) = load::LoadConn::connect(addr, protocol).await
-            && let Ok(true) = conn.get().await
+            && conn.request().await == load::Outcome::Success
         {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("{what} did not answer GET / on {addr} within {START_TIMEOUT:?}");
+            bail!(
+                "{what} did not answer a {protocol} request as expected on {addr} within \
+                 {START_TIMEOUT:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -385,12 +419,45 @@ async fn start_mesh(
     )
     .await?;
     let registry_addr = registry.addr("registry")?;
+    let registry_url = format!("http://{registry_addr}");
+    let control_plane = MeshProcess::start(
+        &opts.mesh_bin,
+        "control-plane",
+        &[
+            "control-plane",
+            "--registry-url",
+            &registry_url,
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &["xds", "admin"],
+        START_TIMEOUT,
+    )
+    .await?;
+    // The control plane starts on an empty registry and the bench's entries arrive as changes
+    // once it has synced: it publishes a view only when a batch of updates changes it, so
+    // entries already there at start can all land in the batches before it has synced, and
+    // then the proxy waits for a change that never comes.
+    wait_synced(control_plane.addr("admin")?)
+        .await
+        .with_context(|| {
+            format!(
+                "the last log lines:\n{}\n{}",
+                control_plane.log_tail(),
+                registry.log_tail()
+            )
+        })?;
     let mut conn = Conn::connect(registry_addr).await?;
     let (upstream_port, public_port) = (free_port()?, free_port()?);
     put(
         &mut conn,
         "/v1/config",
-        json!({"Kind": "service-defaults", "Name": "bench-backend", "Protocol": "http"}),
+        // gRPC makes our control plane give the cluster HTTP/2 upstream options: the proxy
+        // then speaks h2c to the backend, as Envoy does in this mode.
+        json!({"Kind": "service-defaults", "Name": "bench-backend",
+               "Protocol": if opts.protocol == Protocol::Grpc { "grpc" } else { "http" }}),
     )
     .await?;
     put(
@@ -410,23 +477,6 @@ async fn start_mesh(
                                         "LocalBindPort": upstream_port}]}}),
     )
     .await?;
-    let registry_url = format!("http://{registry_addr}");
-    let control_plane = MeshProcess::start(
-        &opts.mesh_bin,
-        "control-plane",
-        &[
-            "control-plane",
-            "--registry-url",
-            &registry_url,
-            "--xds-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        &["xds", "admin"],
-        START_TIMEOUT,
-    )
-    .await?;
     let xds_url = format!("http://{}", control_plane.addr("xds")?);
     let mesh_bin = opts.mesh_bin.to_string_lossy();
     let mut args: Vec<&str> = Vec::new();
@@ -442,6 +492,12 @@ async fn start_mesh(
         "--admin-addr",
         "127.0.0.1:0",
     ]);
+    // A `mesh proxy` with `--concurrency` sizes its runtime from it and ignores
+    // TOKIO_WORKER_THREADS; an older one has only the variable. Both are given what they read.
+    let concurrency_flag = takes_flag(&opts.mesh_bin, "proxy", "--concurrency");
+    if concurrency_flag {
+        args.extend(["--concurrency", "1"]);
+    }
     let program = if pin.is_some() {
         PathBuf::from("taskset")
     } else {
@@ -457,18 +513,62 @@ async fn start_mesh(
     )
     .await?;
     let addr: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
-    wait_ready(addr, opts.protocol, "mesh proxy").await?;
+    wait_ready(addr, opts.protocol, "mesh proxy")
+        .await
+        .with_context(|| {
+            format!(
+                "the last log lines:\n{}\n{}\n{}",
+                proxy.log_tail(),
+                control_plane.log_tail(),
+                registry.log_tail()
+            )
+        })?;
     Ok(Target {
         name: "mesh proxy".into(),
         setup: format!(
-            "TOKIO_WORKER_THREADS=1{}; configured over ADS by mesh control-plane",
-            pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default()
+            "{}{}; configured over ADS by mesh control-plane{}",
+            if concurrency_flag {
+                "--concurrency 1"
+            } else {
+                "TOKIO_WORKER_THREADS=1"
+            },
+            pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default(),
+            if opts.protocol == Protocol::Grpc {
+                " (service-defaults protocol grpc: HTTP/2 upstream)"
+            } else {
+                ""
+            }
         ),
         addr,
         procs: vec![Proc::Mesh(proxy)],
-        _support: vec![control_plane, registry],
+        support: vec![control_plane, registry],
         idle_rss_mb: None,
     })
+}
+
+/// Whether `program subcommand --help` lists `flag`.
+fn takes_flag(program: &Path, subcommand: &str, flag: &str) -> bool {
+    std::process::Command::new(program)
+        .args([subcommand, "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+}
+
+/// Waits until the control plane's `/ready` says it has synced with the registry.
+async fn wait_synced(admin: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(mut conn) = Conn::connect(admin).await
+            && let Ok(response) = conn.request(Method::GET, "/ready", Bytes::new()).await
+            && response.status.is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the control plane did not sync with the registry within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn version_line(program: &Path, arg: &str) -> String {
@@ -498,6 +598,23 @@ async fn start_envoy(
     let (port, admin) = (free_port()?, free_port()?);
     let socket =
         |port: u16| json!({"socket_address": {"address": "127.0.0.1", "port_value": port}});
+    let mut cluster = json!({
+        "name": "bench-backend",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "bench-backend", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": socket(backend.port())}}]}]}
+    });
+    if opts.protocol == Protocol::Grpc {
+        // gRPC needs HTTP/2 to the backend (trailers); plain h2c runs keep HTTP/1.1 upstream,
+        // as our proxy does for protocol http.
+        cluster["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}
+            }
+        });
+    }
     let config = json!({
         "admin": {"address": socket(admin)},
         "static_resources": {
@@ -519,13 +636,7 @@ async fn start_envoy(
                     }
                 }]}]
             }],
-            "clusters": [{
-                "name": "bench-backend",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "bench-backend", "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": socket(backend.port())}}]}]}
-            }]
+            "clusters": [cluster]
         }
     });
     let config_path = dir.join("envoy.json");
@@ -550,16 +661,21 @@ async fn start_envoy(
     Ok(Target {
         name: "envoy".into(),
         setup: format!(
-            "{}; --concurrency 1{}; static config",
+            "{}; --concurrency 1{}; static config{}",
             version_line(envoy, "--version")
                 .split("version: ")
                 .nth(1)
                 .unwrap_or("envoy"),
-            pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default()
+            pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default(),
+            if opts.protocol == Protocol::Grpc {
+                ", HTTP/2 upstream"
+            } else {
+                ""
+            }
         ),
         addr,
         procs: vec![Proc::Other(process)],
-        _support: Vec::new(),
+        support: Vec::new(),
         idle_rss_mb: None,
     })
 }
@@ -575,13 +691,20 @@ async fn start_nginx(
     let d = dir.join("nginx");
     std::fs::create_dir_all(&d)?;
     let ds = d.to_string_lossy();
+    // `master_process off`: one process that serves (the one worker), so the SIGKILL the
+    // harness sends on drop ends all of nginx; a master's workers would outlive it.
+    // `keepalive_requests`: nginx closes a keep-alive connection after 1000 requests by
+    // default, downstream and upstream; Envoy and our proxy never do, so lift it past any run.
     let config = format!(
-        "worker_processes 1;\ndaemon off;\npid {ds}/nginx.pid;\nerror_log {ds}/error.log warn;\n\
+        "master_process off;\nworker_processes 1;\ndaemon off;\npid {ds}/nginx.pid;\n\
+         error_log {ds}/error.log warn;\n\
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {ds};\n  proxy_temp_path {ds};\n  \
          fastcgi_temp_path {ds};\n  uwsgi_temp_path {ds};\n  scgi_temp_path {ds};\n  \
-         upstream backend {{ server 127.0.0.1:{bp}; keepalive 64; }}\n  \
-         server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      \
+         upstream backend {{ server 127.0.0.1:{bp}; keepalive 64; \
+         keepalive_requests {KEEPALIVE_REQUESTS}; }}\n  \
+         server {{\n    listen 127.0.0.1:{port};\n    \
+         keepalive_requests {KEEPALIVE_REQUESTS};\n    location / {{\n      \
          proxy_pass http://backend;\n      proxy_http_version 1.1;\n      \
          proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
         bp = backend.port()
@@ -604,13 +727,14 @@ async fn start_nginx(
     Ok(Target {
         name: "nginx".into(),
         setup: format!(
-            "{}; worker_processes 1, upstream keepalive 64, access_log off{}",
+            "{}; master_process off (one process), upstream keepalive 64, keepalive_requests \
+             {KEEPALIVE_REQUESTS} (both sides), access_log off{}",
             version_line(nginx, "-v"),
             pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default()
         ),
         addr,
         procs: vec![Proc::Other(process)],
-        _support: Vec::new(),
+        support: Vec::new(),
         idle_rss_mb: None,
     })
 }
@@ -624,7 +748,7 @@ async fn start_haproxy(
 ) -> Result<Target> {
     let port = free_port()?;
     let config = format!(
-        "global\n  nbthread 1\n  maxconn 20000\n\
+        "global\n  nbthread 1\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  \
          http-reuse always\n\
          frontend bench\n  bind 127.0.0.1:{port}\n  default_backend backend\n\
@@ -652,7 +776,7 @@ async fn start_haproxy(
         ),
         addr,
         procs: vec![Proc::Other(process)],
-        _support: Vec::new(),
+        support: Vec::new(),
         idle_rss_mb: None,
     })
 }
@@ -692,7 +816,7 @@ async fn measure(
     let run = async {
         match rate {
             Some(rate) => load::open_loop(conns, rate, window).await,
-            None => load::closed_loop(conns, window).await,
+            None => load::closed_loop(conns, opts.streams, window).await,
         }
     };
     let (result, cpu) = tokio::join!(run, sampler);
@@ -729,7 +853,11 @@ async fn idle_memory(target: &Target, opts: &ProxyOptions) -> Result<Option<f64>
     ))
 }
 
-pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
+pub async fn run_proxy_bench(mut opts: ProxyOptions) -> Result<ProxyReport> {
+    if !opts.protocol.is_h2() {
+        opts.streams = 1;
+    }
+    opts.streams = opts.streams.max(1);
     system::ensure_open_files(2 * opts.idle_connections as u64 + 256)?;
     let progress = Progress {
         on: opts.progress,
@@ -783,7 +911,7 @@ pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
         ),
         addr: backend,
         procs: Vec::new(),
-        _support: Vec::new(),
+        support: Vec::new(),
         idle_rss_mb: None,
     }];
     progress.say("starting mesh proxy (registry, control plane, proxy)");
@@ -799,8 +927,11 @@ pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
     }
     if opts.only_mesh_and_envoy {
         skipped.push("nginx, haproxy: not run in smoke mode".into());
-    } else if opts.protocol == Protocol::H2c {
-        skipped.push("nginx, haproxy: not configured for h2c downstream here".into());
+    } else if opts.protocol.is_h2() {
+        skipped.push(format!(
+            "nginx, haproxy: not configured for {} downstream here",
+            opts.protocol
+        ));
     } else {
         match on_path("nginx") {
             Some(nginx) => {
@@ -876,7 +1007,7 @@ pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
     progress.say("done");
     progress.done();
 
-    let reports = targets
+    let mut reports: Vec<TargetReport> = targets
         .iter()
         .zip(rounds)
         .map(|(t, rounds)| TargetReport {
@@ -886,8 +1017,11 @@ pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
             rounds,
         })
         .collect();
-    drop(targets);
-    drop(backend_process);
+    compare_with_envoy(&mut reports);
+    for t in targets {
+        t.stop().await;
+    }
+    backend_process.stop().await;
     Ok(ProxyReport {
         options: opts,
         cpus,
@@ -897,6 +1031,20 @@ pub async fn run_proxy_bench(opts: ProxyOptions) -> Result<ProxyReport> {
         skipped,
         targets: reports,
     })
+}
+
+/// Fills each target's requests per CPU-second relative to Envoy's, when Envoy was measured.
+fn compare_with_envoy(reports: &mut [TargetReport]) {
+    let envoy = reports
+        .iter()
+        .find(|t| t.name == "envoy")
+        .and_then(|t| t.summary.requests_per_cpu_second)
+        .filter(|r| *r > 0.0);
+    for t in reports {
+        t.summary.requests_per_cpu_second_vs_envoy = envoy
+            .zip(t.summary.requests_per_cpu_second)
+            .map(|(envoy, ours)| ours / envoy);
+    }
 }
 
 fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary {
@@ -935,9 +1083,15 @@ fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary 
             errors: rate_errors,
         });
     }
+    let cpu_us_per_request = (!cpu.is_empty()).then(|| Stat::of(&cpu));
     Summary {
         requests_per_sec: Stat::of(&rps),
-        cpu_us_per_request: (!cpu.is_empty()).then(|| Stat::of(&cpu)),
+        cpu_us_per_request,
+        requests_per_cpu_second: cpu_us_per_request
+            .map(|c| c.median)
+            .filter(|us| *us > 0.0)
+            .map(|us| 1e6 / us),
+        requests_per_cpu_second_vs_envoy: None,
         added,
         idle_rss_mb: target.idle_rss_mb,
         rss_mb_per_1000_idle: (!idle.is_empty()).then(|| Stat::of(&idle)),
@@ -959,9 +1113,18 @@ impl ProxyReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "proxy bench: {:?}, {} round(s), {:?} warm-up + {:?} per point, {} closed-loop / {} \
+            "proxy bench: {}, {}, {} round(s), {:?} warm-up + {:?} per point, {} closed-loop / {} \
              open-loop connections, {} CPUs, proxies {}",
             o.protocol,
+            if o.protocol.is_h2() {
+                format!(
+                    "{} concurrent streams per connection closed loop, a stream per request open \
+                     loop",
+                    o.streams
+                )
+            } else {
+                "one request in flight per connection".to_string()
+            },
             o.rounds,
             o.warmup,
             o.duration,
@@ -986,30 +1149,50 @@ impl ProxyReport {
             let _ = writeln!(out, "skipped {s}");
         }
         out.push('\n');
-        let mut t = Table::new(&[
-            "target",
-            "req/s closed loop",
-            "CPU µs/req",
-            "idle RSS MB",
-            "MB per 1k idle conns (1st round)",
-            "errors",
-        ]);
+        // Over h2c, where one connection multiplexes many requests, CPU per request is the
+        // figure that tells proxies apart, so it is also given the other way up, against Envoy.
+        let per_cpu_second = o.protocol.is_h2();
+        let mut header = vec!["target", "req/s closed loop", "CPU µs/req"];
+        if per_cpu_second {
+            header.extend(["req per CPU-s", "vs envoy"]);
+        }
+        header.extend(["idle RSS MB", "MB per 1k idle conns (1st round)", "errors"]);
+        let mut t = Table::new(&header);
         for target in &self.targets {
             let s = &target.summary;
-            t.row(vec![
+            let mut row = vec![
                 target.name.clone(),
                 spread(&s.requests_per_sec, 0),
                 s.cpu_us_per_request
                     .as_ref()
                     .map_or("-".into(), |c| spread(c, 1)),
+            ];
+            if per_cpu_second {
+                row.push(
+                    s.requests_per_cpu_second
+                        .map_or("-".into(), |r| format!("{r:.0}")),
+                );
+                row.push(
+                    s.requests_per_cpu_second_vs_envoy
+                        .map_or("-".into(), |r| format!("{r:.2}x")),
+                );
+            }
+            row.extend([
                 s.idle_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
                 s.rss_mb_per_1000_idle_first
                     .map_or("-".into(), |m| format!("{m:.2}")),
                 s.errors.to_string(),
             ]);
+            t.row(row);
         }
         out.push_str(&t.render());
-        out.push_str("median [min-max] over rounds\n");
+        out.push_str("median [min-max] over rounds");
+        if per_cpu_second {
+            out.push_str(
+                "; req per CPU-s = 1e6 / median CPU µs per request, vs envoy = that over Envoy's",
+            );
+        }
+        out.push('\n');
         for (k, rate) in o.rates.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -1084,7 +1267,7 @@ impl ProxyReport {
         let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">mesh-bench proxy: {:?}, median of {} round(s), whiskers min-max</text>"#,
+            r#"<text x="{}" y="22" text-anchor="middle" font-size="15">mesh-bench proxy: {}, median of {} round(s), whiskers min-max</text>"#,
             w / 2.0,
             self.options.protocol,
             self.options.rounds
@@ -1100,7 +1283,7 @@ impl ProxyReport {
             50.0 + panel_w / 2.0,
             top - 10.0
         );
-        let groups = vec![(format!("{:?}, one worker", self.options.protocol), cpu)];
+        let groups = vec![(format!("{}, one worker", self.options.protocol), cpu)];
         draw_panel(&mut s, 50.0, top, panel_w, bottom, &groups, &colors, "µs");
         // Panel 2: added p99 per rate.
         let groups: Vec<(String, Vec<(String, Stat)>)> = self
