@@ -1556,3 +1556,38 @@ async fn http1_pipelining_head_bodyless_and_chunked_responses_keep_framing() {
     assert!(reply.ends_with("body_len=0\n"), "{reply}");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut slow_body = hcm("http", RouteSource::Inline(Arc::new(rc)));
+    slow_body.stream_idle_timeout = Some(Duration::from_millis(300));
+    let h = Harness::start(proxy_config(
+        vec![http_listener_with("http", slow_body)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .ok();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(
+        a.hits.load(Ordering::Relaxed),
+        0,
+        "the partial request went upstream"
+    );
+    h.shutdown().await;
+}

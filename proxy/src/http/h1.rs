@@ -87,6 +87,7 @@ pub(crate) async fn serve(
     let head_limit = hcm.max_request_headers_bytes.max(1024);
     let idle_timeout = hcm.idle_timeout.filter(|d| !d.is_zero());
     let head_timeout = hcm.request_headers_timeout.filter(|d| !d.is_zero());
+    let body_idle = hcm.stream_idle_timeout.filter(|d| !d.is_zero());
     let mut first = true;
     let mut buf = BytesMut::new();
     // One abort watch and one idle timer for the connection's life, not per request: each
@@ -176,7 +177,9 @@ pub(crate) async fn serve(
         };
         let (head_len, body_len) = (parsed.len, parsed.body_len);
         while buf.len() < head_len + body_len {
-            match read_more(&mut stream, &mut buf, None).await {
+            // A body that stops arriving is bounded by the stream idle timeout, as in Envoy.
+            let deadline = body_idle.map(|d| Instant::now() + d);
+            match read_more(&mut stream, &mut buf, deadline).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return Outcome::Closed,
             }
