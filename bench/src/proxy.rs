@@ -160,6 +160,8 @@ pub struct Summary {
     pub cpu_us_per_request: Option<Stat>,
     pub added: Vec<AddedSummary>,
     pub idle_rss_mb: Option<f64>,
+    /// The private (anonymous) part of the idle RSS; the rest is mostly the binary's pages.
+    pub idle_rss_anon_mb: Option<f64>,
     pub rss_mb_per_1000_idle: Option<Stat>,
     /// The first round's figure: the only one taken on a process that never held that many
     /// connections (later rounds reuse memory the first one freed).
@@ -254,6 +256,7 @@ struct Target {
     /// Processes that must stay alive but do not count (registry, control plane).
     support: Vec<MeshProcess>,
     idle_rss_mb: Option<f64>,
+    idle_rss_anon_mb: Option<f64>,
 }
 
 impl Target {
@@ -277,20 +280,24 @@ impl Target {
 
     /// CPU seconds and RSS bytes of every process of the target and their children.
     fn stats(&self) -> Option<(f64, u64)> {
+        self.sum_stats().map(|s| (s.cpu_seconds, s.rss_bytes))
+    }
+
+    fn sum_stats(&self) -> Option<system::ProcStats> {
         if self.procs.is_empty() {
             return None;
         }
-        let mut cpu = 0.0;
-        let mut rss = 0;
+        let mut sum = system::ProcStats::default();
         for p in &self.procs {
             for pid in process_tree(p.pid()) {
                 if let Ok(s) = system::proc_stats(Some(pid)) {
-                    cpu += s.cpu_seconds;
-                    rss += s.rss_bytes;
+                    sum.cpu_seconds += s.cpu_seconds;
+                    sum.rss_bytes += s.rss_bytes;
+                    sum.rss_anon_bytes += s.rss_anon_bytes;
                 }
             }
         }
-        Some((cpu, rss))
+        Some(sum)
     }
 }
 
@@ -543,6 +550,7 @@ async fn start_mesh(
         procs: vec![Proc::Mesh(proxy)],
         support: vec![control_plane, registry],
         idle_rss_mb: None,
+        idle_rss_anon_mb: None,
     })
 }
 
@@ -677,6 +685,7 @@ async fn start_envoy(
         procs: vec![Proc::Other(process)],
         support: Vec::new(),
         idle_rss_mb: None,
+        idle_rss_anon_mb: None,
     })
 }
 
@@ -736,6 +745,7 @@ async fn start_nginx(
         procs: vec![Proc::Other(process)],
         support: Vec::new(),
         idle_rss_mb: None,
+        idle_rss_anon_mb: None,
     })
 }
 
@@ -778,6 +788,7 @@ async fn start_haproxy(
         procs: vec![Proc::Other(process)],
         support: Vec::new(),
         idle_rss_mb: None,
+        idle_rss_anon_mb: None,
     })
 }
 
@@ -913,6 +924,7 @@ pub async fn run_proxy_bench(mut opts: ProxyOptions) -> Result<ProxyReport> {
         procs: Vec::new(),
         support: Vec::new(),
         idle_rss_mb: None,
+        idle_rss_anon_mb: None,
     }];
     progress.say("starting mesh proxy (registry, control plane, proxy)");
     targets.push(start_mesh(&opts, backend, dir.path(), proxy_cpu).await?);
@@ -957,7 +969,9 @@ pub async fn run_proxy_bench(mut opts: ProxyOptions) -> Result<ProxyReport> {
     // Idle RSS: configured and answered one request, no load yet.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for t in &mut targets {
-        t.idle_rss_mb = t.stats().map(|(_, rss)| rss as f64 / (1024.0 * 1024.0));
+        let idle = t.sum_stats();
+        t.idle_rss_mb = idle.map(|s| s.rss_bytes as f64 / (1024.0 * 1024.0));
+        t.idle_rss_anon_mb = idle.map(|s| s.rss_anon_bytes as f64 / (1024.0 * 1024.0));
     }
 
     let mut rounds: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
@@ -1094,6 +1108,7 @@ fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary 
         requests_per_cpu_second_vs_envoy: None,
         added,
         idle_rss_mb: target.idle_rss_mb,
+        idle_rss_anon_mb: target.idle_rss_anon_mb,
         rss_mb_per_1000_idle: (!idle.is_empty()).then(|| Stat::of(&idle)),
         rss_mb_per_1000_idle_first: idle.first().copied(),
         errors,
@@ -1156,7 +1171,12 @@ impl ProxyReport {
         if per_cpu_second {
             header.extend(["req per CPU-s", "vs envoy"]);
         }
-        header.extend(["idle RSS MB", "MB per 1k idle conns (1st round)", "errors"]);
+        header.extend([
+            "idle RSS MB",
+            "of it private MB",
+            "MB per 1k idle conns (1st round)",
+            "errors",
+        ]);
         let mut t = Table::new(&header);
         for target in &self.targets {
             let s = &target.summary;
@@ -1179,6 +1199,7 @@ impl ProxyReport {
             }
             row.extend([
                 s.idle_rss_mb.map_or("-".into(), |m| format!("{m:.1}")),
+                s.idle_rss_anon_mb.map_or("-".into(), |m| format!("{m:.1}")),
                 s.rss_mb_per_1000_idle_first
                     .map_or("-".into(), |m| format!("{m:.2}")),
                 s.errors.to_string(),

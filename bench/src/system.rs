@@ -90,6 +90,9 @@ pub fn load_average() -> Option<f64> {
 pub struct ProcStats {
     /// `VmRSS` from `/proc/PID/status`.
     pub rss_bytes: u64,
+    /// `RssAnon`: the private part of the RSS. The rest is mostly the executable's and
+    /// libraries' pages, which every process running the same binary shares.
+    pub rss_anon_bytes: u64,
     /// utime + stime from `/proc/PID/stat`, in seconds.
     pub cpu_seconds: f64,
 }
@@ -111,15 +114,16 @@ pub fn proc_stats(pid: Option<u32>) -> Result<ProcStats> {
     let stat = std::fs::read_to_string(format!("{dir}/stat"))
         .with_context(|| format!("cannot read {dir}/stat"))?;
     Ok(ProcStats {
-        rss_bytes: parse_vm_rss(&status).context("no VmRSS line in /proc/PID/status")?,
+        rss_bytes: parse_kb_line(&status, "VmRSS:").context("no VmRSS line in /proc/PID/status")?,
+        rss_anon_bytes: parse_kb_line(&status, "RssAnon:").unwrap_or(0),
         cpu_seconds: parse_cpu_ticks(&stat).context("cannot parse /proc/PID/stat")? as f64
             / clock_ticks_per_second() as f64,
     })
 }
 
 /// `VmRSS:   12345 kB` -> bytes.
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+fn parse_kb_line(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -174,7 +178,7 @@ mod tests {
         let stat = "42 (my (odd) cmd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(parse_cpu_ticks(stat), Some(300));
         assert_eq!(
-            parse_vm_rss("Name:\tx\nVmRSS:\t  2048 kB\n"),
+            parse_kb_line("Name:\tx\nVmRSS:\t  2048 kB\n", "VmRSS:"),
             Some(2048 * 1024)
         );
     }

@@ -73,7 +73,14 @@ fn check(opts: &ProxyOptions, report: &ProxyReport, with_envoy: bool) {
         if name != "direct" {
             let cpu = target.summary.cpu_us_per_request.unwrap();
             assert!(cpu.median > 0.0, "{name}: no CPU time per request: {cpu:?}");
-            assert!(target.summary.idle_rss_mb.unwrap() > 0.0, "{name}");
+            let (rss, private) = (
+                target.summary.idle_rss_mb.unwrap(),
+                target.summary.idle_rss_anon_mb.unwrap(),
+            );
+            assert!(
+                rss > 0.0 && private > 0.0 && private < rss,
+                "{name}: {rss} {private}"
+            );
             assert!(target.rounds[0].open[0].added.is_some(), "{name}");
             assert!(target.summary.requests_per_cpu_second.unwrap() > 0.0);
         }
