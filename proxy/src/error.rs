@@ -12,10 +12,10 @@
 //! - route timeout or per-try timeout on the last try: 504 `upstream request timeout` (UT)
 //! - downstream body failed: 400 (DPE)
 //!
-//! Malformed requests (400) and too-large request heads (431) never reach the service: hyper
-//! answers them on the connection. gRPC requests get Envoy's trailers-only translation: HTTP
-//! 200 with `grpc-status` (UNAVAILABLE for 502/503/504, UNIMPLEMENTED for 404, ...) and the
-//! body as `grpc-message`.
+//! Malformed requests (400) and too-large request heads (431) never reach the service: the
+//! HTTP/1.1 server (`http/h1.rs`) or hyper answers them on the connection, then closes it.
+//! gRPC requests get Envoy's trailers-only translation: HTTP 200 with `grpc-status`
+//! (UNAVAILABLE for 502/503/504, UNIMPLEMENTED for 404, ...) and the body as `grpc-message`.
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};

@@ -1,6 +1,7 @@
-//! The HTTP connection manager: one hyper connection (HTTP/1.1 or h2c prior knowledge, told
-//! apart by the preface) per accepted socket, a service per request that routes and forwards
-//! (`forward`), and the connection's idle and drain handling.
+//! The HTTP connection manager: per accepted socket, our own HTTP/1.1 server (`h1`) for plain
+//! requests, and hyper (HTTP/1.1 or h2c prior knowledge, told apart by the preface) for the
+//! rest of a connection once it needs more; a handler per request that routes and forwards
+//! (`forward`); the connection's idle and drain handling.
 
 pub mod body;
 mod forward;
