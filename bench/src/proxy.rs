@@ -499,26 +499,14 @@ async fn start_mesh(
         "--admin-addr",
         "127.0.0.1:0",
     ]);
-    // A `mesh proxy` with `--concurrency` sizes its runtime from it and ignores
-    // TOKIO_WORKER_THREADS; an older one has only the variable. Both are given what they read.
-    let concurrency_flag = takes_flag(&opts.mesh_bin, "proxy", "--concurrency");
-    if concurrency_flag {
-        args.extend(["--concurrency", "1"]);
-    }
+    // One worker, as every peer gets: `--concurrency 1` runs the proxy on one thread.
+    args.extend(["--concurrency", "1"]);
     let program = if pin.is_some() {
         PathBuf::from("taskset")
     } else {
         opts.mesh_bin.clone()
     };
-    let proxy = MeshProcess::start_with_env(
-        &program,
-        "proxy",
-        &args,
-        &[("TOKIO_WORKER_THREADS", "1")],
-        &["admin"],
-        START_TIMEOUT,
-    )
-    .await?;
+    let proxy = MeshProcess::start(&program, "proxy", &args, &["admin"], START_TIMEOUT).await?;
     let addr: SocketAddr = ([127, 0, 0, 1], upstream_port).into();
     wait_ready(addr, opts.protocol, "mesh proxy")
         .await
@@ -533,12 +521,7 @@ async fn start_mesh(
     Ok(Target {
         name: "mesh proxy".into(),
         setup: format!(
-            "{}{}; configured over ADS by mesh control-plane{}",
-            if concurrency_flag {
-                "--concurrency 1"
-            } else {
-                "TOKIO_WORKER_THREADS=1"
-            },
+            "--concurrency 1{}; configured over ADS by mesh control-plane{}",
             pin.map(|c| format!(", taskset -c {c}")).unwrap_or_default(),
             if opts.protocol == Protocol::Grpc {
                 " (service-defaults protocol grpc: HTTP/2 upstream)"
@@ -552,14 +535,6 @@ async fn start_mesh(
         idle_rss_mb: None,
         idle_rss_anon_mb: None,
     })
-}
-
-/// Whether `program subcommand --help` lists `flag`.
-fn takes_flag(program: &Path, subcommand: &str, flag: &str) -> bool {
-    std::process::Command::new(program)
-        .args([subcommand, "--help"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
 }
 
 /// Waits until the control plane's `/ready` says it has synced with the registry.
