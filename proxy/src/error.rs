@@ -9,6 +9,7 @@
 //!   headers. reset reason: connection failure` (UF; Envoy itself answers 503 here, the mesh
 //!   answers 502 as its issue asks)
 //! - upstream reset before response headers: 502, same text with `connection termination` (UC)
+//! - upstream response head not valid HTTP/1.1: 502, same text with `protocol error` (UPE)
 //! - route timeout or per-try timeout on the last try: 504 `upstream request timeout` (UT)
 //! - downstream body failed: 400 (DPE)
 //!
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use crate::http::body::ResponseBody;
+use crate::http::body::{BoxError, ResponseBody};
 
 /// Who failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,9 @@ pub enum ProxyError {
     #[error("upstream handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("upstream reset before response headers: {0}")]
-    UpstreamReset(#[source] hyper::Error),
+    UpstreamReset(#[source] BoxError),
+    #[error("upstream sent an invalid response: {0}")]
+    UpstreamProtocol(&'static str),
     #[error("upstream per-try timeout")]
     PerTryTimeout,
     #[error("upstream request timeout")]
@@ -70,6 +73,8 @@ pub enum ProxyError {
 
 const CONNECT_FAILURE: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
+const PROTOCOL_ERROR: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
 const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
 
 impl ProxyError {
@@ -82,6 +87,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamProtocol(_)
             | ProxyError::PerTryTimeout
             | ProxyError::Timeout => Side::Upstream,
         }
@@ -90,9 +96,10 @@ impl ProxyError {
     pub fn retry(&self) -> Retry {
         match self {
             ProxyError::ConnectFailure(_) | ProxyError::ConnectTimeout => Retry::Safe,
-            ProxyError::Handshake(_) | ProxyError::UpstreamReset(_) | ProxyError::PerTryTimeout => {
-                Retry::IfReplayable
-            }
+            ProxyError::Handshake(_)
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::PerTryTimeout => Retry::IfReplayable,
             _ => Retry::Never,
         }
     }
@@ -115,6 +122,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
             ProxyError::PerTryTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
@@ -129,6 +137,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_) => CONNECT_FAILURE,
             ProxyError::UpstreamReset(_) => RESET,
+            ProxyError::UpstreamProtocol(_) => PROTOCOL_ERROR,
             ProxyError::UpgradeToHttp2 => "upgrade failed",
             ProxyError::PerTryTimeout | ProxyError::Timeout => "upstream request timeout",
         }
@@ -145,7 +154,7 @@ impl ProxyError {
             | ProxyError::Handshake(_) => "UF",
             ProxyError::UpstreamReset(_) => "UC",
             ProxyError::PerTryTimeout | ProxyError::Timeout => "UT",
-            ProxyError::UpgradeToHttp2 => "UPE",
+            ProxyError::UpgradeToHttp2 | ProxyError::UpstreamProtocol(_) => "UPE",
             ProxyError::DownstreamBody(_) => "DPE",
         }
     }

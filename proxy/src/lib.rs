@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod balance;
+mod buffers;
 pub mod config;
 pub mod error;
 pub mod http;

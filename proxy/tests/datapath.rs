@@ -1591,3 +1591,200 @@ async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout
     );
     h.shutdown().await;
 }
+
+/// An HTTP/1.1 upstream written by hand, so that the proxy's client meets framings and faults
+/// a library server does not produce. It counts the connections it accepts.
+async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(scripted_connection(stream));
+        }
+    });
+    (addr, accepted)
+}
+
+async fn scripted_connection(mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 16384];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + length);
+        let w = &mut stream;
+        let ok = match path.as_str() {
+            "/len" => {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    .await
+            }
+            "/echo-len" => {
+                let body = length.to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                w.write_all(reply.as_bytes()).await
+            }
+            "/chunked" => {
+                // Split mid-chunk, so the body streams after the head.
+                w.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhel")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                w.write_all(b"lo\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+                    .await
+            }
+            "/continue" => {
+                w.write_all(
+                    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
+            "/extra" => {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
+                    .await
+            }
+            "/big" => {
+                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+                    .await
+                    .unwrap();
+                for i in 0..256u32 {
+                    let piece = vec![b'a' + (i % 26) as u8; 4096];
+                    w.write_all(&piece).await.unwrap();
+                }
+                Ok(())
+            }
+            "/until-close" => {
+                let _ = w.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+                return;
+            }
+            // A keep-alive response, then the server closes the idle connection unannounced.
+            "/then-close" => {
+                let _ = w
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")
+                    .await;
+                return;
+            }
+            "/garbage" => {
+                let _ = w.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await;
+                return;
+            }
+            _ => {
+                w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                    .await
+            }
+        };
+        if ok.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_http1_framings_reuse_and_faults() {
+    let (upstream, accepted) = scripted_upstream().await;
+    let rc = route_config("rc", vec![vhost(vec![forward("u", "/", to("u"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("u", &[upstream])],
+    ))
+    .await;
+    let client = h1_client();
+    let url = |path: &str| h.url("http", path);
+    let connections = || accepted.load(Ordering::Relaxed);
+    let body_of = |r: &Reply| r.body.clone();
+
+    // Keep-alive responses reuse one upstream connection, also after a streamed chunked body
+    // (its extensions and trailers are dropped) and an interim 100 response.
+    for path in ["/len", "/chunked", "/len", "/continue", "/len"] {
+        let r = get(&client, &url(path), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let expected = match path {
+            "/chunked" => "hello world",
+            "/continue" => "ok",
+            _ => "hello",
+        };
+        assert_eq!(body_of(&r), expected, "{path}");
+    }
+    assert_eq!(connections(), 1);
+
+    // A request body too long to be copied behind the head still arrives whole.
+    let big_body = Bytes::from(vec![b'x'; 20_000]);
+    let req = Request::post(url("/echo-len"))
+        .header("host", "u")
+        .body(Full::new(big_body).map_err(|e| match e {}).boxed_unsync())
+        .unwrap();
+    let r = send(&client, req).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "20000"));
+
+    // A 1 MiB response streams through intact.
+    let r = get(&client, &url("/big"), &[]).await;
+    assert_eq!(r.body.len(), 1_048_576);
+    assert!(r.body.as_bytes()[..4096].iter().all(|&b| b == b'a'));
+    assert!(
+        r.body.as_bytes()[1_048_576 - 4096..]
+            .iter()
+            .all(|&b| b == b'a' + 255 % 26)
+    );
+    assert_eq!(connections(), 1);
+
+    // Bytes past Content-Length: the answer is cut at its length and that connection retired.
+    let r = get(&client, &url("/extra"), &[]).await;
+    assert_eq!(body_of(&r), "ok");
+    let r = get(&client, &url("/len"), &[]).await;
+    assert_eq!(body_of(&r), "hello");
+    assert_eq!(connections(), 2);
+
+    // A body delimited by the close arrives whole; the next request needs a new connection.
+    let r = get(&client, &url("/until-close"), &[]).await;
+    assert_eq!(
+        (r.status, body_of(&r).as_str()),
+        (StatusCode::OK, "until close")
+    );
+    let r = get(&client, &url("/len"), &[]).await;
+    assert_eq!(body_of(&r), "hello");
+    assert_eq!(connections(), 3);
+
+    // A pooled connection the server closed while idle is not used for the next request.
+    let r = get(&client, &url("/then-close"), &[]).await;
+    assert_eq!(body_of(&r), "bye");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let r = get(&client, &url("/len"), &[]).await;
+        assert_eq!((r.status, body_of(&r).as_str()), (StatusCode::OK, "hello"));
+    }
+    assert_eq!(connections(), 4);
+
+    // Something that is not HTTP is a 502 naming a protocol error.
+    let r = get(&client, &url("/garbage"), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(body_of(&r).contains("protocol error"), "{}", body_of(&r));
+    h.shutdown().await;
+}

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::RequestGuard;
 use crate::error::ProxyError;
-use crate::upstream::{InFlight, PooledHttp1};
+use crate::upstream::{InFlight, PooledHttp1, ResponseStream};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -178,7 +178,7 @@ impl StreamTimer {
 /// A response body streamed from the upstream.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    pub body: Incoming,
+    pub body: ResponseStream,
     /// Back to the pool once the body has been read to its end.
     pub conn: Option<PooledHttp1>,
     pub in_flight: InFlight,
@@ -210,7 +210,7 @@ impl UpstreamBody {
                 self.conn = None;
                 self.in_flight.cluster().upstream_rq_rx_reset.inc();
                 self.in_flight.endpoint().rq_error.inc();
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Pending => match self.timer.poll_expired(cx) {
                 None => Poll::Pending,

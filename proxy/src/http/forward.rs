@@ -22,7 +22,7 @@ use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, LOCATION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
@@ -35,7 +35,7 @@ use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
 use crate::error::{ProxyError, Retry, local_reply};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
 use crate::runtime::ClusterRuntime;
-use crate::upstream::{InFlight, PooledHttp1, SendError};
+use crate::upstream::{InFlight, PooledHttp1, ResponseStream, SendError};
 
 /// Largest request body (with a known length) buffered so that it can be retried.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
@@ -204,7 +204,7 @@ impl Template {
 
 /// The upstream response that ends the tries.
 struct Upstream {
-    response: Response<Incoming>,
+    response: Response<ResponseStream>,
     conn: Option<PooledHttp1>,
     in_flight: InFlight,
     started: Instant,

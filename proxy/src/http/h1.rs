@@ -35,10 +35,9 @@ use tokio::time::Instant;
 
 use super::body::{DownstreamBody, ResponseBody};
 use super::{ConnCtx, handle};
+use crate::buffers::{self, READ_CHUNK};
 use crate::listener::Drain;
 
-/// The read buffer's first size: most request heads fit.
-const READ_CHUNK: usize = 4096;
 /// Largest request body this server reads itself; longer ones go to hyper, which streams.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// httparse needs a fixed header array; hyper's default limit is the same.
@@ -101,7 +100,7 @@ pub(crate) async fn serve(
     loop {
         if buf.is_empty() {
             // Idle: hold no buffer, wait for bytes, the idle timeout or the drain deadline.
-            spare_buffers::put(std::mem::take(&mut buf));
+            buffers::put(std::mem::take(&mut buf));
             loop {
                 tokio::select! {
                     biased;
@@ -113,11 +112,11 @@ pub(crate) async fn serve(
                         // no buffer) until bytes really arrive. A read through AsyncRead
                         // clears readiness when it comes back short, which saves the next
                         // wait a read that would block.
-                        buf = spare_buffers::take();
+                        buf = buffers::take();
                         match poll_once(stream.read_buf(&mut buf)).await {
                             Poll::Ready(Ok(0) | Err(_)) => return Outcome::Closed,
                             Poll::Ready(Ok(_)) => break,
-                            Poll::Pending => spare_buffers::put(std::mem::take(&mut buf)),
+                            Poll::Pending => buffers::put(std::mem::take(&mut buf)),
                         }
                     }
                     () = &mut abort => return Outcome::Closed,
@@ -220,47 +219,6 @@ pub(crate) async fn serve(
             let _ = stream.shutdown().await;
             return Outcome::Closed;
         }
-    }
-}
-
-/// Read buffers belong to requests, not connections (as in nginx): a connection going idle
-/// gives its buffer back to a small per-thread stock, and the next request on the thread
-/// takes one from there, so idle connections hold none and busy ones do not allocate one per
-/// request.
-mod spare_buffers {
-    use super::READ_CHUNK;
-    use bytes::BytesMut;
-    use std::cell::RefCell;
-
-    /// The stock's size bounds what idle time keeps: 64 x 4 KiB per thread.
-    const MAX_SPARE: usize = 64;
-
-    thread_local! {
-        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(super) fn take() -> BytesMut {
-        let mut buf = SPARE
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_default();
-        // Reuses the allocation when nothing else shares it, else allocates.
-        buf.reserve(READ_CHUNK);
-        buf
-    }
-
-    pub(super) fn put(mut buf: BytesMut) {
-        // Only an empty buffer of the usual size is worth keeping; a grown one (a large
-        // head) is freed.
-        buf.clear();
-        if buf.capacity() == 0 || buf.capacity() > 4 * READ_CHUNK {
-            return;
-        }
-        SPARE.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(buf);
-            }
-        });
     }
 }
 
@@ -406,7 +364,7 @@ async fn write_response(
 ) -> io::Result<()> {
     let (parts, mut body) = response.into_parts();
     let no_body = head_only || bodyless(parts.status);
-    let mut out = spare_buffers::take();
+    let mut out = buffers::take();
     status_line(&mut out, parts.status);
     for (name, value) in &parts.headers {
         if name == TRANSFER_ENCODING {
@@ -434,7 +392,7 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     if no_body {
         stream.write_all(&out).await?;
-        spare_buffers::put(out);
+        buffers::put(out);
         // The body may still hold the upstream connection: read it out so it is pooled.
         while let Some(frame) = body.frame().await {
             frame.map_err(io::Error::other)?;
@@ -492,7 +450,7 @@ async fn write_response(
     if !out.is_empty() {
         stream.write_all(&out).await?;
     }
-    spare_buffers::put(out);
+    buffers::put(out);
     Ok(())
 }
 

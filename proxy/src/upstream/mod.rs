@@ -1,26 +1,39 @@
-//! Connections to a cluster's endpoints: an HTTP/1.1 keep-alive pool or one multiplexed HTTP/2
+//! Connections to a cluster's endpoints: HTTP/1.1 keep-alive pools or one multiplexed HTTP/2
 //! connection per endpoint, TCP connects bounded by the cluster's connect timeout, and the
 //! connection and request counters they keep.
+//!
+//! HTTP/1.1 requests whose body is in memory (nearly all of them: empty, buffered for a retry,
+//! or read whole by the downstream HTTP/1.1 server) go through our own client ([`h1`]), in the
+//! request's task; streamed request bodies and upgrades go through hyper's. Each has its own
+//! pool of idle connections.
 //!
 //! A [`ClusterUpstream`] is rebuilt whenever its cluster changes, but it takes over the
 //! [`EndpointPool`]s of the previous one for every endpoint address still present as long as
 //! the connect settings are unchanged, so an EDS update keeps the warm connections.
+
+pub mod h1;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::Method;
+use http::header::UPGRADE;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 use crate::balance::ActiveRequest;
+use crate::buffers;
 use crate::config::{Cluster, Endpoint};
 use crate::error::ProxyError;
-use crate::http::body::RequestBody;
+use crate::http::body::{BoxError, RequestBody};
 use crate::metrics::{ClusterStats, EndpointStats};
 
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed when they come back.
@@ -108,6 +121,42 @@ impl SendError {
     }
 }
 
+/// A response body from either HTTP/1.1 client or from HTTP/2.
+#[derive(Debug)]
+pub enum ResponseStream {
+    Hyper(Incoming),
+    Inline(h1::InlineBody),
+}
+
+impl Body for ResponseStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseStream::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ResponseStream::Inline(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseStream::Hyper(body) => body.is_end_stream(),
+            ResponseStream::Inline(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseStream::Hyper(body) => body.size_hint(),
+            ResponseStream::Inline(body) => body.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Http1Conn {
     sender: http1::SendRequest<RequestBody>,
@@ -122,6 +171,8 @@ pub struct EndpointPool {
     cluster_stats: Arc<ClusterStats>,
     pub stats: Arc<EndpointStats>,
     idle: Mutex<Vec<Http1Conn>>,
+    /// Idle connections of our own HTTP/1.1 client.
+    idle_inline: Mutex<Vec<h1::Conn>>,
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Serialises HTTP/2 connects so a burst of first requests opens one connection.
     h2_connect: tokio::sync::Mutex<()>,
@@ -214,6 +265,7 @@ impl EndpointPool {
             cluster_stats,
             stats: Arc::default(),
             idle: Mutex::new(Vec::new()),
+            idle_inline: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connect: tokio::sync::Mutex::new(()),
         }
@@ -221,6 +273,26 @@ impl EndpointPool {
 
     pub fn idle_connections(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+            + self
+                .idle_inline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+    }
+
+    /// Takes back a connection of our own HTTP/1.1 client after a complete exchange.
+    pub(crate) fn release_inline(&self, conn: h1::Conn) {
+        if self
+            .settings
+            .max_requests_per_connection
+            .is_some_and(|max| conn.uses() >= max)
+        {
+            return;
+        }
+        let mut idle = self.idle_inline.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(conn);
+        }
     }
 
     /// Opens a TCP connection within the cluster's connect timeout, counting it while the
@@ -258,17 +330,78 @@ impl EndpointPool {
         Ok((stream, cx))
     }
 
-    /// Sends `req` on a pooled or new connection. For HTTP/1.1 the connection comes back with
-    /// the response, to be released when the response body ends.
+    /// Sends `req` on a pooled or new connection. For HTTP/1.1 through hyper the connection
+    /// comes back with the response, to be released when the response body ends.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PooledHttp1>), SendError> {
+    ) -> Result<(Response<ResponseStream>, Option<PooledHttp1>), SendError> {
         if self.settings.http2 {
-            self.send_h2(req).await.map(|r| (r, None))
-        } else {
-            self.send_h1(req).await.map(|(r, c)| (r, Some(c)))
+            let response = self.send_h2(req).await?;
+            return Ok((response.map(ResponseStream::Hyper), None));
         }
+        match h1::in_memory_body(req.body()) {
+            Some(body) if !req.headers().contains_key(UPGRADE) => {
+                let response = self.send_inline(req, body).await?;
+                Ok((response.map(ResponseStream::Inline), None))
+            }
+            _ => {
+                let (response, conn) = self.send_h1(req).await?;
+                Ok((response.map(ResponseStream::Hyper), Some(conn)))
+            }
+        }
+    }
+
+    fn take_idle_inline(&self) -> Option<h1::Conn> {
+        self.idle_inline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+    }
+
+    /// Our own HTTP/1.1 client: the request goes out in one write and the response is read in
+    /// this task.
+    async fn send_inline(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+        body: Option<Bytes>,
+    ) -> Result<Response<h1::InlineBody>, SendError> {
+        let head_request = req.method() == Method::HEAD;
+        let mut out = buffers::take();
+        h1::encode_request(&req, body.as_ref(), &mut out);
+        // A connection the server closed while it was idle is skipped (seen by its read
+        // readiness). One that closes just as the request goes out is an upstream reset, left
+        // to the route's retry policy as in Envoy.
+        let mut pooled = None;
+        for _ in 0..MAX_STALE_SKIPS {
+            match self.take_idle_inline() {
+                Some(conn) if conn.usable() => {
+                    pooled = Some(conn);
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let conn = match pooled {
+            Some(conn) => conn,
+            // Boxed, as for hyper's connects: rarely needed, and large.
+            None => match Box::pin(self.connect_tcp()).await {
+                Ok((stream, cx)) => h1::Conn::new(stream, cx),
+                Err(e) => {
+                    buffers::put(out);
+                    return Err(SendError::NotSent(e, Box::new(req)));
+                }
+            },
+        };
+        let result = h1::exchange(self, conn, &out, body.as_ref(), head_request).await;
+        buffers::put(out);
+        result.map_err(|failure| {
+            SendError::Sent(match failure {
+                h1::Failure::Io(e) => ProxyError::UpstreamReset(Box::new(e)),
+                h1::Failure::Malformed(reason) => ProxyError::UpstreamProtocol(reason),
+            })
+        })
     }
 
     fn take_idle(&self) -> Option<Http1Conn> {
@@ -300,7 +433,9 @@ impl EndpointPool {
                         skipped += 1;
                     }
                     None => {
-                        return Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error())));
+                        return Err(SendError::Sent(ProxyError::UpstreamReset(
+                            e.into_error().into(),
+                        )));
                     }
                 },
             }
@@ -318,7 +453,9 @@ impl EndpointPool {
                     ProxyError::Handshake(e.into_error()),
                     Box::new(back),
                 )),
-                None => Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error()))),
+                None => Err(SendError::Sent(ProxyError::UpstreamReset(
+                    e.into_error().into(),
+                ))),
             },
         }
     }
@@ -408,7 +545,11 @@ impl EndpointPool {
                         }
                         last_error = Some(e.into_error());
                     }
-                    None => return Err(SendError::Sent(ProxyError::UpstreamReset(e.into_error()))),
+                    None => {
+                        return Err(SendError::Sent(ProxyError::UpstreamReset(
+                            e.into_error().into(),
+                        )));
+                    }
                 },
             }
         }

@@ -1,0 +1,43 @@
+//! Read and write buffers belong to requests, not connections (as in nginx): a connection
+//! going idle gives its buffer back to a small per-thread stock, and the next request on the
+//! thread takes one from there, so idle connections hold none and busy ones do not allocate
+//! one per request. Both the downstream HTTP/1.1 server and the upstream HTTP/1.1 client take
+//! from the same stock.
+
+use bytes::BytesMut;
+use std::cell::RefCell;
+
+/// A buffer's first size: most heads fit.
+pub(crate) const READ_CHUNK: usize = 4096;
+
+/// The stock's size bounds what idle time keeps: 64 x 4 KiB per thread.
+const MAX_SPARE: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer with room for at least [`READ_CHUNK`] bytes.
+pub(crate) fn take() -> BytesMut {
+    let mut buf = SPARE
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_default();
+    // Reuses the allocation when nothing else shares it, else allocates.
+    buf.reserve(READ_CHUNK);
+    buf
+}
+
+/// Gives a buffer back; its contents are dropped.
+pub(crate) fn put(mut buf: BytesMut) {
+    // Only a buffer of the usual size is worth keeping; a grown one (a large head) is freed.
+    buf.clear();
+    if buf.capacity() == 0 || buf.capacity() > 4 * READ_CHUNK {
+        return;
+    }
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(buf);
+        }
+    });
+}

@@ -1,0 +1,713 @@
+//! The upstream half of plain HTTP/1.1 exchanges, done in the request's own task.
+//!
+//! Why not hyper's client here: hyper runs every upstream connection as a task of its own and
+//! hands each request to it over a channel, the response back over another and the body over
+//! a third, each with a wake-up. For a request whose body is already in memory (empty,
+//! buffered for retries, or read whole by our HTTP/1.1 server), this module writes head and
+//! body in one write on a pooled connection and reads the response in the same task. A body
+//! that arrived with the head goes on as one frame, and the connection is back in the pool
+//! before the response leaves. Streamed request bodies and upgrades stay on hyper's client
+//! (see [`super::EndpointPool::send`]).
+
+use std::fmt::Write as _;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{EndpointPool, UpstreamCx};
+use crate::buffers::{self, READ_CHUNK};
+use crate::http::body::{BoxError, DownstreamBody, RequestBody};
+
+/// httparse needs a fixed header array; hyper's default limit is the same.
+const MAX_HEADERS: usize = 100;
+/// Envoy's default limit on a response head (`max_response_headers_kb`: 60).
+const MAX_HEAD: usize = 60 * 1024;
+/// A chunk-size or trailer line longer than this is malformed.
+const MAX_LINE: usize = 4096;
+/// A request body at most this long is copied behind the head, so both leave in one write.
+const COALESCE_LIMIT: usize = 16 * 1024;
+/// Reads of a streamed response body ask for at least this much room.
+const BODY_READ: usize = 16 * 1024;
+
+/// An upstream HTTP/1.1 connection, idle in its endpoint's pool or lent to one exchange.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: TcpStream,
+    uses: u32,
+    _cx: UpstreamCx,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, cx: UpstreamCx) -> Conn {
+        Conn {
+            stream,
+            uses: 0,
+            _cx: cx,
+        }
+    }
+
+    pub(crate) fn uses(&self) -> u32 {
+        self.uses
+    }
+
+    /// Whether an idle connection can take a request. A server that closed it (or sent
+    /// anything, which it may not while the connection is idle) made the socket readable:
+    /// the readiness the runtime has already seen tells without a syscall, and only a socket
+    /// shown readable is probed with a read.
+    pub(crate) fn usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The connection failed or closed before the response head was complete.
+    Io(io::Error),
+    /// The response was not valid HTTP/1.1.
+    Malformed(&'static str),
+}
+
+/// The request body if it is in memory (what this client sends), else `None`.
+pub(crate) fn in_memory_body(body: &RequestBody) -> Option<Option<Bytes>> {
+    match body {
+        RequestBody::Empty => Some(None),
+        RequestBody::Full(bytes) | RequestBody::Stream(DownstreamBody::Buffered(bytes)) => {
+            Some(bytes.clone())
+        }
+        RequestBody::Stream(DownstreamBody::Hyper(_)) => None,
+    }
+}
+
+/// Writes the request head, and the body when it is small, into `out`. The request's own
+/// framing headers are replaced by a `content-length` for the body in memory.
+pub(crate) fn encode_request(req: &Request<RequestBody>, body: Option<&Bytes>, out: &mut BytesMut) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let len = body.map_or(0, Bytes::len);
+    // Methods that usually carry a body say that this one is empty, as hyper does.
+    if len > 0 || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        let _ = write!(out, "content-length: {len}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(body) = body.filter(|b| b.len() <= COALESCE_LIMIT) {
+        out.extend_from_slice(body);
+    }
+}
+
+/// How the response body is delimited (RFC 9112 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A response head, its header values as ranges of the read buffer.
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: Vec<(HeaderName, Range<usize>)>,
+    len: usize,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parses a complete response head, or says more bytes are needed (Ok(None)).
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = StatusCode::from_u16(parsed.code.unwrap_or(0)).map_err(|_| "invalid status")?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + part.len()
+    };
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None;
+    let mut list = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        if name == CONTENT_LENGTH {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or("invalid content-length")?;
+            if content_length.is_some_and(|seen| seen != n) {
+                return Err("conflicting content-length");
+            }
+            content_length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            // Chunked must be the last coding; anything else is read until close.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        }
+        list.push((name, range(h.value)));
+    }
+    let bodyless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match (bodyless, transfer_encoding, content_length) {
+        (true, _, _) => Framing::Length(0),
+        (false, Some(chunked), length) => {
+            // Both framings at once is a smuggling pattern: use chunked, then close.
+            if length.is_some() {
+                keep_alive = false;
+            }
+            if chunked {
+                Framing::Chunked
+            } else {
+                keep_alive = false;
+                Framing::UntilClose
+            }
+        }
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => {
+            keep_alive = false;
+            Framing::UntilClose
+        }
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers: list,
+        len,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Sends the encoded request (`out`, and `body` when it was too long to be copied into it)
+/// on `conn` and reads the response head. A body that arrived complete with the head is
+/// returned in memory and `conn` goes back to `pool` at once; otherwise the body streams from
+/// the connection, which returns to the pool when the body ends.
+pub(crate) async fn exchange(
+    pool: &Arc<EndpointPool>,
+    mut conn: Conn,
+    out: &[u8],
+    body: Option<&Bytes>,
+    head_request: bool,
+) -> Result<Response<InlineBody>, Failure> {
+    conn.uses += 1;
+    conn.stream.write_all(out).await.map_err(Failure::Io)?;
+    if let Some(body) = body.filter(|b| b.len() > COALESCE_LIMIT) {
+        conn.stream.write_all(body).await.map_err(Failure::Io)?;
+    }
+    let mut buf = buffers::take();
+    let head = 'read: loop {
+        while !buf.is_empty() {
+            match parse_head(&buf, head_request).map_err(Failure::Malformed)? {
+                None => break,
+                Some(head) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(Failure::Malformed(
+                        "101 response to a request without Upgrade",
+                    ));
+                }
+                // 100 Continue, 103 Early Hints: nothing the client asked for here.
+                Some(head) if head.status.is_informational() => buf.advance(head.len),
+                Some(head) => break 'read head,
+            }
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Failure::Malformed("response head too large"));
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match conn.stream.read_buf(&mut buf).await {
+            Ok(0) => return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    };
+
+    let head_bytes = buf.split_to(head.len).freeze();
+    let mut headers = HeaderMap::with_capacity(head.headers.len() + 2);
+    for (name, value) in head.headers {
+        let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
+            .map_err(|_| Failure::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let body = match head.framing {
+        Framing::Length(n) if buf.len() as u64 >= n => {
+            let data = buf
+                .split_to(usize::try_from(n).unwrap_or(usize::MAX))
+                .freeze();
+            // Bytes past the body are not ours to guess about: such a connection is closed.
+            if head.keep_alive && buf.is_empty() {
+                pool.release_inline(conn);
+            }
+            buffers::put(buf);
+            InlineBody(State::Ready((!data.is_empty()).then_some(data)))
+        }
+        framing => InlineBody(State::Streaming(Box::new(Reader {
+            conn: Some(conn),
+            pool: Arc::clone(pool),
+            buf,
+            decoder: match framing {
+                Framing::Length(n) => Decoder::Length(n),
+                Framing::Chunked => Decoder::Chunked(Chunk::Size),
+                Framing::UntilClose => Decoder::UntilClose,
+            },
+            keep_alive: head.keep_alive,
+        }))),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// A response body from [`exchange`].
+#[derive(Debug)]
+pub struct InlineBody(State);
+
+#[derive(Debug)]
+enum State {
+    /// It came with the head (or there is none); the connection is already released.
+    Ready(Option<Bytes>),
+    Streaming(Box<Reader>),
+    Done,
+}
+
+/// Where a streamed body is in its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// Bytes not yet handed on.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines seen so far (they are dropped, as over HTTP/1.1 downstream).
+    Trailers(usize),
+    Done,
+}
+
+/// What the bytes read so far give.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Data(Bytes),
+    More,
+    End,
+}
+
+/// A streamed response body and the connection it is read from.
+#[derive(Debug)]
+struct Reader {
+    conn: Option<Conn>,
+    pool: Arc<EndpointPool>,
+    buf: BytesMut,
+    decoder: Decoder,
+    keep_alive: bool,
+}
+
+/// Takes one line (without its CRLF or LF) off the front of `buf`, if a whole one is there.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, &'static str> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end);
+            if line.last() == Some(&b'\r') {
+                line.truncate(end - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE => Err("chunk line too long"),
+        None => Ok(None),
+    }
+}
+
+/// A chunk-size line: hex digits, then optional extensions (ignored).
+fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err("invalid chunk size");
+    }
+    let mut size: u64 = 0;
+    for &d in digits {
+        let value = char::from(d).to_digit(16).ok_or("invalid chunk size")?;
+        size = size * 16 + u64::from(value);
+    }
+    Ok(size)
+}
+
+/// Decodes what `buf` holds under `decoder`.
+fn decode(decoder: &mut Decoder, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    let take = |buf: &mut BytesMut, left: &mut u64| {
+        let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+        *left -= n as u64;
+        buf.split_to(n).freeze()
+    };
+    match decoder {
+        Decoder::Length(0) => Ok(Step::End),
+        Decoder::Length(left) if !buf.is_empty() => Ok(Step::Data(take(buf, left))),
+        Decoder::Length(_) => Ok(Step::More),
+        Decoder::UntilClose if !buf.is_empty() => Ok(Step::Data(buf.split().freeze())),
+        Decoder::UntilClose => Ok(Step::More),
+        Decoder::Chunked(chunk) => loop {
+            match chunk {
+                Chunk::Size => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::More);
+                    };
+                    *chunk = match chunk_size(&line)? {
+                        0 => Chunk::Trailers(0),
+                        n => Chunk::Data(n),
+                    };
+                }
+                Chunk::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    let data = take(buf, left);
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd;
+                    }
+                    return Ok(Step::Data(data));
+                }
+                Chunk::DataEnd => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::More);
+                    };
+                    if !line.is_empty() {
+                        return Err("chunk data longer than its size");
+                    }
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Trailers(seen) => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Step::More);
+                    };
+                    if line.is_empty() {
+                        *chunk = Chunk::Done;
+                    } else if *seen >= MAX_HEADERS {
+                        return Err("too many trailers");
+                    } else {
+                        *seen += 1;
+                    }
+                }
+                Chunk::Done => return Ok(Step::End),
+            }
+        },
+    }
+}
+
+fn invalid(reason: &'static str) -> BoxError {
+    Box::new(io::Error::new(io::ErrorKind::InvalidData, reason))
+}
+
+impl Reader {
+    /// The body ended: the connection goes back to the pool if nothing is left over.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && self.buf.is_empty()
+        {
+            self.pool.release_inline(conn);
+        }
+        buffers::put(std::mem::take(&mut self.buf));
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match decode(&mut self.decoder, &mut self.buf) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::End) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(reason) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(invalid(reason))));
+                }
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(Some(Err(invalid("response body read after an error"))));
+            };
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(BODY_READ);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut self.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.conn = None;
+                    if self.decoder == Decoder::UntilClose {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(invalid(
+                        "upstream closed the connection mid-body",
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
+        }
+    }
+}
+
+impl Body for InlineBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let state = &mut self.get_mut().0;
+        let polled = match state {
+            State::Ready(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            State::Streaming(reader) => reader.poll_frame(cx),
+            State::Done => Poll::Ready(None),
+        };
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            *state = State::Done;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            State::Ready(bytes) => bytes.is_none(),
+            State::Streaming(reader) => reader.decoder == Decoder::Length(0),
+            State::Done => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            State::Ready(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            State::Streaming(reader) => match reader.decoder {
+                Decoder::Length(left) => SizeHint::with_exact(left),
+                _ => SizeHint::default(),
+            },
+            State::Done => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        match parse_head(text.as_bytes(), false) {
+            Ok(Some(head)) => head,
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
+        assert_eq!(
+            (h.status, h.framing, h.keep_alive),
+            (StatusCode::OK, Framing::Length(5), true)
+        );
+        assert_eq!(
+            h.len,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\n".len()
+        );
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), true));
+        let h = head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((h.version, h.keep_alive), (Version::HTTP_10, false));
+        let h = head("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(h.keep_alive);
+        let Ok(Some(h)) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true) else {
+            panic!("HEAD response");
+        };
+        assert_eq!(h.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn bad_heads_are_named() {
+        let error = |text: &str| parse_head(text.as_bytes(), false).err();
+        assert_eq!(error("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"), None);
+        assert_eq!(
+            error("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Some("conflicting content-length")
+        );
+        assert_eq!(
+            error("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            Some("invalid content-length")
+        );
+        assert_eq!(
+            error("HTTP/1.1 2000 OK\r\n\r\n"),
+            Some("malformed response head")
+        );
+        assert_eq!(
+            error("SSH-2.0-OpenSSH\r\n\r\n"),
+            Some("malformed response head")
+        );
+    }
+
+    fn decode_all(mut decoder: Decoder, input: &[&[u8]]) -> Result<(Vec<u8>, bool), &'static str> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match decode(&mut decoder, &mut buf)? {
+                    Step::Data(data) => out.extend_from_slice(&data),
+                    Step::More => break,
+                    Step::End => return Ok((out, buf.is_empty())),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire: &[u8] =
+            b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
+        for cut in 0..wire.len() {
+            let (a, b) = wire.split_at(cut);
+            assert_eq!(
+                decode_all(Decoder::Chunked(Chunk::Size), &[a, b]),
+                Ok((b"hello 0123456789".to_vec(), true)),
+                "cut at {cut}"
+            );
+        }
+        // Bare LF line ends are accepted, as by hyper.
+        assert_eq!(
+            decode_all(Decoder::Chunked(Chunk::Size), &[b"2\nab\n0\n\n"]),
+            Ok((b"ab".to_vec(), true))
+        );
+    }
+
+    #[test]
+    fn bad_chunks_are_errors() {
+        for wire in [&b"x\r\n"[..], b"5\r\nhelloXX\r\n", b"12345678901234567\r\n"] {
+            assert!(
+                decode_all(Decoder::Chunked(Chunk::Size), &[wire]).is_err(),
+                "{wire:?}"
+            );
+        }
+        let long = vec![b'1'; MAX_LINE + 1];
+        assert!(decode_all(Decoder::Chunked(Chunk::Size), &[&long]).is_err());
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        assert_eq!(
+            decode_all(Decoder::Length(5), &[b"he", b"llo"]),
+            Ok((b"hello".to_vec(), true))
+        );
+        assert_eq!(
+            decode_all(Decoder::Length(3), &[b"abcde"]),
+            Ok((b"abc".to_vec(), false))
+        );
+    }
+
+    #[test]
+    fn requests_are_framed_by_their_body_in_memory() {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "/a?b=1".parse().unwrap();
+        req.headers_mut().insert("host", "svc".parse().unwrap());
+        req.headers_mut()
+            .insert("content-length", "99".parse().unwrap());
+        req.headers_mut()
+            .insert("transfer-encoding", "chunked".parse().unwrap());
+        let mut out = BytesMut::new();
+        encode_request(&req, Some(&Bytes::from_static(b"abc")), &mut out);
+        assert_eq!(
+            &out[..],
+            b"POST /a?b=1 HTTP/1.1\r\nhost: svc\r\ncontent-length: 3\r\n\r\nabc"
+        );
+        out.clear();
+        encode_request(&req, None, &mut out);
+        assert_eq!(
+            &out[..],
+            b"POST /a?b=1 HTTP/1.1\r\nhost: svc\r\ncontent-length: 0\r\n\r\n"
+        );
+        *req.method_mut() = Method::GET;
+        out.clear();
+        encode_request(&req, None, &mut out);
+        assert_eq!(&out[..], b"GET /a?b=1 HTTP/1.1\r\nhost: svc\r\n\r\n");
+        let big = Bytes::from(vec![b'x'; COALESCE_LIMIT + 1]);
+        out.clear();
+        encode_request(&req, Some(&big), &mut out);
+        assert!(out.ends_with(format!("content-length: {}\r\n\r\n", big.len()).as_bytes()));
+    }
+}
