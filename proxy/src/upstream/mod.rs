@@ -363,7 +363,7 @@ impl EndpointPool {
     /// this task.
     async fn send_inline(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         body: Option<Bytes>,
     ) -> Result<Response<h1::InlineBody>, SendError> {
         let head_request = req.method() == Method::HEAD;
@@ -396,6 +396,7 @@ impl EndpointPool {
         };
         let result = h1::exchange(self, conn, &out, body.as_ref(), head_request).await;
         buffers::put(out);
+        buffers::put_header_map(std::mem::take(req.headers_mut()));
         result.map_err(|failure| {
             SendError::Sent(match failure {
                 h1::Failure::Io(e) => ProxyError::UpstreamReset(Box::new(e)),
