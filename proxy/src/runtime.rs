@@ -9,7 +9,9 @@
 //! settings, old ones drain), and keep a listener whose RDS route configuration has not
 //! arrived yet warming (not started), like Envoy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use fnv::FnvHashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,9 +100,11 @@ impl ClusterRuntime {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub config: Arc<ProxyConfig>,
-    pub clusters: HashMap<String, Arc<ClusterRuntime>>,
+    /// Looked up by name on every request. FNV instead of SipHash: the names come from the
+    /// control plane, not from requests, so a keyed hash buys nothing here.
+    pub clusters: FnvHashMap<String, Arc<ClusterRuntime>>,
     /// Each HTTP listener's route configuration (inline, or its RDS one once it arrived).
-    listener_routes: HashMap<String, Arc<RouteConfig>>,
+    listener_routes: FnvHashMap<String, Arc<RouteConfig>>,
 }
 
 impl Snapshot {
@@ -378,7 +382,8 @@ impl Reconciler {
     async fn apply(&mut self, config: Arc<ProxyConfig>) {
         let shared = Arc::clone(&self.shared);
         let previous = shared.snapshot.load_full();
-        let mut clusters = HashMap::with_capacity(config.clusters.len());
+        let mut clusters =
+            FnvHashMap::with_capacity_and_hasher(config.clusters.len(), Default::default());
         for (name, cluster) in &config.clusters {
             let stats = shared.stats.cluster(name);
             let old = previous.clusters.get(name);
@@ -395,7 +400,7 @@ impl Reconciler {
         shared
             .stats
             .retain_clusters(|name| config.clusters.contains_key(name));
-        let mut listener_routes = HashMap::new();
+        let mut listener_routes = FnvHashMap::default();
         for (name, listener) in &config.listeners {
             if let ListenerFilter::Http(hcm) = &listener.filter {
                 let routes = match &hcm.routes {
