@@ -1788,3 +1788,93 @@ async fn upstream_http1_framings_reuse_and_faults() {
     assert!(body_of(&r).contains("protocol error"), "{}", body_of(&r));
     h.shutdown().await;
 }
+
+/// Reads one response with a Content-Length from `stream`: its status and body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed mid-body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (
+        status,
+        String::from_utf8_lossy(&buf[head_end..]).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeouts_and_the_idle_timeout_share_one_connection_timer() {
+    let a = backend("a").await;
+    let mut long = to("a");
+    long.timeout = Duration::from_secs(10);
+    long.prefix_rewrite = Some("/".into());
+    let mut short = to("a");
+    short.timeout = Duration::from_millis(300);
+    short.prefix_rewrite = Some("/".into());
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![
+            forward("long", "/long/", long),
+            forward("short", "/short/", short),
+        ])],
+    );
+    let mut manager = hcm("http", RouteSource::Inline(Arc::new(rc)));
+    manager.idle_timeout = Some(Duration::from_millis(500));
+    let h = Harness::start(proxy_config(
+        vec![http_listener_with("http", manager)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    let mut request = async |path: &str| {
+        let text = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+        stream.write_all(text.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let (status, _) = read_response(&mut stream).await;
+        (status, started.elapsed())
+    };
+    assert_eq!(request("/long/sleep/0").await.0, 200);
+    // A shorter route timeout on the same connection moves the timer earlier.
+    let (status, took) = request("/short/sleep/3000").await;
+    assert_eq!(status, 504);
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    // Longer than the idle timeout, far within the route's 10 s: the connection's timer,
+    // armed for the idle timeout, fires during the request and must not end it.
+    let (status, took) = request("/long/sleep/800").await;
+    assert_eq!(status, 200, "after {took:?}");
+    // Idle after that: closed by the idle timeout, not at the 10 s route deadline the
+    // timer was moved on to.
+    let idle_from = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("idle connection not closed")
+        .ok();
+    let idle_for = idle_from.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(300) && idle_for < Duration::from_secs(3),
+        "{idle_for:?}"
+    );
+    h.shutdown().await;
+}

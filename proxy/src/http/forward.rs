@@ -14,7 +14,10 @@
 //! response body (a stream reset if it fires late). `per_try_timeout` bounds each try up to its
 //! response headers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, V
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::ConnCtx;
 use super::body::{DownstreamBody, RequestBody, ResponseBody, StreamTimer, UpstreamBody};
@@ -50,6 +53,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 pub(super) async fn proxy(
     ctx: &Arc<ConnCtx>,
     req: Request<DownstreamBody>,
+    timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let stats = &ctx.listener.stats;
     let grpc = is_grpc(req.headers());
@@ -142,7 +146,10 @@ pub(super) async fn proxy(
                 None
             };
             let matched = headers::matched_len(route, req.uri().path());
-            forward(ctx, cluster, &levels, action, matched, hash, req, grpc).await
+            forward(
+                ctx, cluster, &levels, action, matched, hash, req, grpc, timer,
+            )
+            .await
         }
     }
 }
@@ -220,6 +227,7 @@ async fn forward(
     hash: Option<u64>,
     mut req: Request<DownstreamBody>,
     grpc: bool,
+    timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
     let http2 = cluster.config.http2;
@@ -343,16 +351,21 @@ async fn forward(
     };
 
     let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
-    let tries = send_with_retries(cluster, hash, policy, &mut template);
+    // The tries future is made in each arm (pinned in place) rather than once before the
+    // match: a future held in a local and then moved into another is stored twice in this
+    // one, and every request's future is copied into its box.
     let result = match deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline, tries).await {
-            Ok(result) => result,
-            Err(_) => {
-                cluster.stats.upstream_rq_timeout.inc();
-                Err(ProxyError::Timeout)
+        Some(deadline) => {
+            let tries = std::pin::pin!(send_with_retries(cluster, hash, policy, &mut template));
+            match within(deadline, timer, tries).await {
+                Some(result) => result,
+                None => {
+                    cluster.stats.upstream_rq_timeout.inc();
+                    Err(ProxyError::Timeout)
+                }
             }
-        },
-        None => tries.await,
+        }
+        None => send_with_retries(cluster, hash, policy, &mut template).await,
     };
     let Upstream {
         mut response,
@@ -407,6 +420,39 @@ async fn forward(
         timer: StreamTimer::new(deadline, idle),
     });
     Response::from_parts(parts, body)
+}
+
+/// Runs `future` until `deadline`: None if the deadline came first.
+///
+/// With the connection's own timer (HTTP/1.1, one request at a time), the timer is moved
+/// only when the deadline is earlier than where it stands, and moved on when it fires early.
+/// Back-to-back requests with the same route timeout then cost no timer operation at all,
+/// where a timer per request costs a registration, a removal and often a wake-up of the
+/// event loop (tokio wakes its driver through an eventfd when a new timer is the earliest).
+async fn within<F: Future>(
+    deadline: Instant,
+    timer: Option<Pin<&mut Sleep>>,
+    mut future: Pin<&mut F>,
+) -> Option<F::Output> {
+    let Some(mut timer) = timer else {
+        return tokio::time::timeout_at(deadline, future).await.ok();
+    };
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn retry_on_status(policy: &RetryPolicy, status: u16) -> bool {

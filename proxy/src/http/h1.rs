@@ -90,8 +90,9 @@ pub(crate) async fn serve(
     let body_idle = hcm.stream_idle_timeout.filter(|d| !d.is_zero());
     let mut first = true;
     let mut buf = BytesMut::new();
-    // One abort watch and one idle timer for the connection's life, not per request: each
-    // new one would register a waiter or a timer entry.
+    // One abort watch and one timer for the connection's life, not per request: each new one
+    // would register a waiter or a timer entry. The timer is the idle timeout between
+    // requests and is lent to each request for its route timeout.
     let mut abort_rx = drain.clone();
     let abort = async move { crate::listener::aborted(&mut abort_rx).await };
     tokio::pin!(abort);
@@ -206,7 +207,7 @@ pub(crate) async fn serve(
         // exists only while a request does, instead of in every idle connection's task.
         let response = tokio::select! {
             biased;
-            response = Box::pin(handle(Arc::clone(ctx), request)) => response,
+            response = Box::pin(handle(Arc::clone(ctx), request, Some(idle.as_mut()))) => response,
             () = &mut abort => return Outcome::Closed,
         };
         let keep_alive = !close && !super::headers::connection_has(response.headers(), "close");
@@ -216,6 +217,13 @@ pub(crate) async fn serve(
             () = &mut abort => return Outcome::Closed,
         };
         last_active = Instant::now();
+        // The request may have moved the timer to its route deadline (it only moves it
+        // earlier): bring it back to the idle deadline if that is earlier still.
+        if let Some(timeout) = idle_timeout
+            && idle.deadline() > last_active + timeout
+        {
+            idle.as_mut().reset(last_active + timeout);
+        }
         if written.is_err() || !keep_alive {
             let _ = stream.shutdown().await;
             return Outcome::Closed;

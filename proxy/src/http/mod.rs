@@ -11,6 +11,7 @@ pub mod headers;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::{HttpConnectionManager, RouteConfig};
 use crate::listener::{ConnGuard, Drain};
@@ -171,7 +172,7 @@ async fn serve_with_hyper(
         let ctx = Arc::clone(ctx);
         service_fn(move |req: Request<Incoming>| {
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(handle(ctx, req.map(DownstreamBody::Hyper)).await) }
+            async move { Ok::<_, Infallible>(handle(ctx, req.map(DownstreamBody::Hyper), None).await) }
         })
     };
     let conn = listener
@@ -238,16 +239,19 @@ async fn serve_with_hyper(
     }
 }
 
+/// `timer`: the connection's own timer, lent for the route timeout when requests come one at
+/// a time (see `forward::within`).
 async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<DownstreamBody>,
+    timer: Option<Pin<&mut Sleep>>,
 ) -> hyper::Response<body::ResponseBody> {
     let guard = RequestGuard::start(&ctx);
     let http2 = req.version() == Version::HTTP_2;
     if http2 && !ctx.http2.load(Relaxed) {
         ctx.http2.store(true, Relaxed);
     }
-    let mut response = forward::proxy(&ctx, req).await;
+    let mut response = forward::proxy(&ctx, req, timer).await;
     ctx.listener
         .stats
         .downstream_rq_xx
