@@ -481,7 +481,14 @@ impl Reader {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             match decode(&mut self.decoder, &mut self.buf) {
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Data(data)) => {
+                    // The last bytes of a known length: release the connection now, as a
+                    // caller that sees the body end (hyper's HTTP/2 server) polls no more.
+                    if self.decoder == Decoder::Length(0) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 Ok(Step::End) => {
                     self.finish();
                     return Poll::Ready(None);
