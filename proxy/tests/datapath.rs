@@ -1501,13 +1501,7 @@ async fn idle_and_slow_header_connections_are_closed() {
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .ok();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(closed_after(&mut stream).await < Duration::from_secs(2));
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
         stats.contains("http.http.downstream_cx_idle_timeout: 1"),
@@ -1573,13 +1567,7 @@ async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout
         .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .ok();
-    let waited = started.elapsed();
+    let waited = closed_after(&mut stream).await;
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
         "{waited:?}"
@@ -1614,30 +1602,11 @@ async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn scripted_connection(mut stream: TcpStream) {
     let mut buf = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some((head, body)) = read_message(&mut stream, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 16384];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..head_end + length);
+        let length = body.len();
         let w = &mut stream;
         let ok = match path.as_str() {
             "/len" => {
@@ -1789,38 +1758,55 @@ async fn upstream_http1_framings_reuse_and_faults() {
     h.shutdown().await;
 }
 
-/// Reads one response with a Content-Length from `stream`: its status and body.
-async fn read_response(stream: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
+/// Reads one HTTP/1.1 message framed by Content-Length (or without a body) off `stream`,
+/// keeping what follows in `buf`: its head, lowercased, and its body. None if the connection
+/// closed first.
+async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(
-            n > 0,
-            "closed before a response: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
+        let mut chunk = [0u8; 16384];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    let status = head[9..12].parse().unwrap();
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
         .map_or(0, |v| v.trim().parse().unwrap());
     while buf.len() < head_end + length {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed mid-body");
-        buf.extend_from_slice(&chunk[..n]);
+        let mut chunk = [0u8; 16384];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
-    (
-        status,
-        String::from_utf8_lossy(&buf[head_end..]).into_owned(),
-    )
+    let body = buf[head_end..head_end + length].to_vec();
+    buf.drain(..head_end + length);
+    Some((head, body))
+}
+
+/// Reads one response from `stream`: its status and body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let (head, body) = read_message(stream, &mut Vec::new())
+        .await
+        .expect("closed before a whole response");
+    let status = head[9..12].parse().unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Reads until the proxy closes `stream` (at most 5 s): how long that took.
+async fn closed_after(stream: &mut TcpStream) -> Duration {
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("connection not closed within 5 s")
+        .ok();
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1865,13 +1851,7 @@ async fn route_timeouts_and_the_idle_timeout_share_one_connection_timer() {
     assert_eq!(status, 200, "after {took:?}");
     // Idle after that: closed by the idle timeout, not at the 10 s route deadline the
     // timer was moved on to.
-    let idle_from = std::time::Instant::now();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .expect("idle connection not closed")
-        .ok();
-    let idle_for = idle_from.elapsed();
+    let idle_for = closed_after(&mut stream).await;
     assert!(
         idle_for >= Duration::from_millis(300) && idle_for < Duration::from_secs(3),
         "{idle_for:?}"
