@@ -3,11 +3,16 @@
 //! thread takes one from there, so idle connections hold none and busy ones do not allocate
 //! one per request. Both the downstream HTTP/1.1 server and the upstream HTTP/1.1 client take
 //! from the same stock. Header maps (two allocations each, a request's and a response's) are
-//! kept the same way.
+//! kept the same way, and so are the boxes the HTTP/1.1 server runs each request's future in.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::HeaderMap;
-use std::cell::RefCell;
 
 /// A buffer's first size: most heads fit.
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -18,19 +23,34 @@ const MAX_SPARE: usize = 64;
 /// A header map with room for more than this many entries is freed, not kept.
 const MAX_KEPT_HEADERS: usize = 64;
 
+/// Request-future boxes kept per thread: about one per request in flight on it.
+const MAX_SPARE_FUTURES: usize = 32;
+
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static SPARE_FUTURES: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
 }
+
+/// How deep [`take`] looks for a buffer whose bytes are all released.
+const RECLAIM_DEPTH: usize = 4;
 
 /// A buffer with room for at least [`READ_CHUNK`] bytes.
 pub(crate) fn take() -> BytesMut {
-    let mut buf = SPARE
-        .with(|spare| spare.borrow_mut().pop())
-        .unwrap_or_default();
-    // Reuses the allocation when nothing else shares it, else allocates.
-    buf.reserve(READ_CHUNK);
-    buf
+    // A buffer comes back while `Bytes` cut from it may still be alive (the upstream
+    // client's read buffer goes back while its response is being written), and reserving
+    // room in it then allocates anew. The newest spare is often such a one: look a little
+    // deeper for a buffer nothing shares any more, and leave the others to be released.
+    let reclaimed = SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        let depth = spare.len().min(RECLAIM_DEPTH);
+        let start = spare.len() - depth;
+        let found = spare[start..]
+            .iter_mut()
+            .rposition(|buf| buf.try_reclaim(READ_CHUNK))?;
+        Some(spare.remove(start + found))
+    });
+    reclaimed.unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
 }
 
 /// Gives a buffer back; its contents are dropped.
@@ -71,4 +91,110 @@ pub(crate) fn put_header_map(mut map: HeaderMap) {
             spare.push(map);
         }
     });
+}
+
+/// A future pinned in a box from the per-thread stock; the box goes back to it when this is
+/// dropped.
+///
+/// Why: a request's future is several kilobytes (routing, retries, the upstream exchange).
+/// Boxed anew per request it costs glibc's slow path twice (beyond its per-thread cache's
+/// 1 KiB limit) and it cannot live in the connection's task, which every idle connection
+/// keeps.
+pub(crate) struct Reused<F: 'static>(Option<Pin<Box<Option<F>>>>);
+
+/// Pins `future` in a box from the stock, or a new one.
+pub(crate) fn reuse<F: Future + 'static>(future: F) -> Reused<F> {
+    let spare = SPARE_FUTURES.with(|spare| spare.borrow_mut().pop());
+    let slot = match spare.map(|spare| spare.downcast::<Pin<Box<Option<F>>>>()) {
+        Some(Ok(spare)) => {
+            let mut slot = *spare;
+            slot.set(Some(future));
+            slot
+        }
+        Some(Err(other)) => {
+            SPARE_FUTURES.with(|spare| spare.borrow_mut().push(other));
+            Box::pin(Some(future))
+        }
+        None => Box::pin(Some(future)),
+    };
+    Reused(Some(slot))
+}
+
+impl<F: Future + 'static> Future for Reused<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(slot) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let Some(future) = slot.as_mut().as_pin_mut() else {
+            // Polled again after it finished.
+            return Poll::Pending;
+        };
+        let output = std::task::ready!(future.poll(cx));
+        slot.set(None);
+        Poll::Ready(output)
+    }
+}
+
+impl<F: 'static> Drop for Reused<F> {
+    fn drop(&mut self) {
+        let Some(mut slot) = self.0.take() else {
+            return;
+        };
+        slot.set(None);
+        SPARE_FUTURES.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE_FUTURES {
+                spare.push(Box::new(slot));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_still_shared_is_passed_over_until_its_bytes_are_released() {
+        let mut buf = take();
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"response head");
+        let head = buf.split_to(4).freeze();
+        put(buf);
+        // Reserving room in it now would allocate: another buffer comes instead.
+        let other = take();
+        assert_ne!(other.as_ptr(), start);
+        drop(head);
+        // Released: the same allocation comes back, from its start.
+        let again = take();
+        assert_eq!(again.as_ptr(), start);
+        assert!(again.capacity() >= READ_CHUNK);
+    }
+
+    /// Answers, when polled, where it is.
+    struct Whereabouts(u64);
+
+    impl Future for Whereabouts {
+        type Output = usize;
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<usize> {
+            Poll::Ready(std::ptr::from_ref(&self.0) as usize)
+        }
+    }
+
+    async fn request() -> usize {
+        Whereabouts(0).await
+    }
+
+    #[tokio::test]
+    async fn a_finished_request_future_leaves_its_box_to_the_next() {
+        let first = reuse(request()).await;
+        let second = reuse(request()).await;
+        assert_eq!(first, second);
+        // Two in flight at once need two boxes.
+        let (a, b) = tokio::join!(reuse(request()), reuse(request()));
+        assert_ne!(a, b);
+    }
 }

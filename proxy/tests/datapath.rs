@@ -1552,6 +1552,42 @@ async fn http1_pipelining_head_bodyless_and_chunked_responses_keep_framing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_listener_answers_http1_with_connection_close_and_then_closes() {
+    let a = backend("a").await;
+    // A new connection manager replaces the listener; its open connections drain.
+    let config = |idle_secs: u64| {
+        let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+        let mut manager = hcm("http", RouteSource::Inline(Arc::new(rc)));
+        manager.idle_timeout = Some(Duration::from_secs(idle_secs));
+        proxy_config(
+            vec![http_listener_with("http", manager)],
+            vec![cluster("a", &[a.addr])],
+        )
+    };
+    let h = Harness::start(config(3600)).await;
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_message(&mut stream, &mut buf).await.unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    h.push(config(3601)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_message(&mut stream, &mut buf).await.unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // Closed right after that answer, not at the drain deadline.
+    assert!(closed_after(&mut stream).await < Duration::from_millis(500));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout() {
     let a = backend("a").await;
     let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);

@@ -21,7 +21,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, LOCATION, UPGRADE};
+use http::header::{CONNECTION, EXPECT, HOST, LOCATION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 use super::ConnCtx;
 use super::body::{DownstreamBody, RequestBody, ResponseBody, StreamTimer, UpstreamBody};
 use super::headers::{
-    self, Levels, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
+    self, Levels, RequestFacts, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
 use crate::error::{ProxyError, Retry, local_reply};
@@ -43,12 +43,6 @@ use crate::upstream::{InFlight, PooledHttp1, ResponseStream, SendError};
 /// Largest request body (with a known length) buffered so that it can be retried.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// Routes and answers one request.
 pub(super) async fn proxy(
     ctx: &Arc<ConnCtx>,
@@ -56,7 +50,8 @@ pub(super) async fn proxy(
     timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let stats = &ctx.listener.stats;
-    let grpc = is_grpc(req.headers());
+    let facts = RequestFacts::of(req.headers());
+    let grpc = facts.grpc;
     let snapshot = ctx.shared.snapshot.load_full();
     let retired;
     let config = match snapshot.route_config(&ctx.listener.name) {
@@ -147,7 +142,7 @@ pub(super) async fn proxy(
             };
             let matched = headers::matched_len(route, req.uri().path());
             forward(
-                ctx, cluster, &levels, action, matched, hash, req, grpc, timer,
+                ctx, cluster, &levels, action, matched, hash, req, facts, timer,
             )
             .await
         }
@@ -181,6 +176,8 @@ struct Template {
     body: BodySource,
     /// Keep a copy of the head for another try.
     keep: bool,
+    /// The request asks for a protocol upgrade.
+    upgrade: bool,
 }
 
 impl Template {
@@ -226,12 +223,13 @@ async fn forward(
     matched: usize,
     hash: Option<u64>,
     mut req: Request<DownstreamBody>,
-    grpc: bool,
+    facts: RequestFacts,
     timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
+    let grpc = facts.grpc;
     let http2 = cluster.config.http2;
-    let upgrade = wants_upgrade(&req);
+    let upgrade = facts.upgrade && wants_upgrade(&req);
     if upgrade && http2 {
         return reply(levels, &ProxyError::UpgradeToHttp2, grpc);
     }
@@ -286,8 +284,9 @@ async fn forward(
                 }
             }
             None => {
-                if !headers.contains_key(HOST)
-                    && let Some(authority) = uri.authority()
+                // The URI's authority first: origin-form targets (nearly all) have none.
+                if let Some(authority) = uri.authority()
+                    && !headers.contains_key(HOST)
                     && let Ok(host) = HeaderValue::from_str(authority.as_str())
                 {
                     headers.insert(HOST, host);
@@ -297,20 +296,32 @@ async fn forward(
         Uri::from(path_and_query)
     };
 
-    headers::strip_hop_by_hop(&mut headers);
+    if facts.hop_by_hop {
+        headers::strip_hop_by_hop(&mut headers);
+    }
     // Like Envoy, answer `Expect: 100-continue` here (hyper sends the 100 when the body is
     // first read) instead of passing it on.
-    if headers
-        .get(EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    if facts.expect
+        && headers
+            .get(EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     {
         headers.remove(EXPECT);
     }
-    levels.mutate_request(&mut headers);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    // The facts hold unless the route's header mutations changed the headers.
+    let (has_forwarded_proto, has_request_id) = if levels.mutates_request() {
+        levels.mutate_request(&mut headers);
+        (
+            headers.contains_key(&X_FORWARDED_PROTO),
+            headers.contains_key(&X_REQUEST_ID),
+        )
+    } else {
+        (facts.x_forwarded_proto, facts.x_request_id)
+    };
+    if !has_forwarded_proto {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
+    if !has_request_id {
         headers.insert(X_REQUEST_ID.clone(), headers::request_id());
     }
     if let Some(protocol) = &upgrade_protocol {
@@ -348,6 +359,7 @@ async fn forward(
         headers,
         body,
         keep: policy.is_some(),
+        upgrade,
     };
 
     let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
@@ -495,6 +507,7 @@ async fn send_with_retries(
         .and_then(|p| p.per_try_timeout)
         .filter(|d| !d.is_zero());
     let stats = &cluster.stats;
+    let upgrade = template.upgrade;
     let mut tried: Vec<usize> = Vec::new();
     let mut pending: Option<Request<RequestBody>> = None;
     let mut retries = 0;
@@ -514,7 +527,7 @@ async fn send_with_retries(
         let in_flight = InFlight::start(pool, cluster.balancer.start(index));
         let started = Instant::now();
         let sent = match per_try {
-            Some(limit) => match tokio::time::timeout(limit, pool.send(request)).await {
+            Some(limit) => match tokio::time::timeout(limit, pool.send(request, upgrade)).await {
                 Ok(sent) => sent,
                 Err(_) => {
                     stats.upstream_rq_per_try_timeout.inc();
@@ -522,7 +535,7 @@ async fn send_with_retries(
                     Err(SendError::Sent(ProxyError::PerTryTimeout))
                 }
             },
-            None => pool.send(request).await,
+            None => pool.send(request, upgrade).await,
         };
         let may_retry = retries < max_retries;
         match sent {

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -74,6 +74,8 @@ struct Parsed {
     headers: Vec<(HeaderName, Range<usize>)>,
     len: usize,
     body_len: usize,
+    /// `Connection: close`.
+    close: bool,
 }
 
 /// Serves requests until the connection closes or needs hyper.
@@ -96,8 +98,11 @@ pub(crate) async fn serve(
     let mut abort_rx = drain.clone();
     let abort = async move { crate::listener::aborted(&mut abort_rx).await };
     tokio::pin!(abort);
-    let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
-    tokio::pin!(idle);
+    // Boxed, because it is lent to (moved into) each request's future and comes back with
+    // its response.
+    let mut idle = Box::pin(tokio::time::sleep(
+        idle_timeout.unwrap_or(Duration::from_secs(3600)),
+    ));
     let mut last_active = Instant::now();
     loop {
         if buf.is_empty() {
@@ -176,7 +181,7 @@ pub(crate) async fn serve(
                 return Outcome::Closed;
             }
         };
-        let (head_len, body_len) = (parsed.len, parsed.body_len);
+        let (head_len, body_len, close) = (parsed.len, parsed.body_len, parsed.close);
         while buf.len() < head_len + body_len {
             // A body that stops arriving is bounded by the stream idle timeout, as in Envoy.
             let deadline = body_idle.map(|d| Instant::now() + d);
@@ -195,7 +200,6 @@ pub(crate) async fn serve(
             }
         };
         drop(head_bytes);
-        let close = super::headers::connection_has(request.headers(), "close");
         let head_only = request.method() == Method::HEAD;
         // A draining listener's connections answer `Connection: close` (see `handle`); an
         // idle HTTP/1.1 connection is not closed, where a request could cross the close.
@@ -205,12 +209,15 @@ pub(crate) async fn serve(
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
-        let response = tokio::select! {
+        let (response, timer) = tokio::select! {
             biased;
-            response = Box::pin(handle(Arc::clone(ctx), request, Some(idle.as_mut()))) => response,
+            answer = buffers::reuse(handle(Arc::clone(ctx), request, Some(idle))) => answer,
             () = &mut abort => return Outcome::Closed,
         };
-        let keep_alive = !close && !super::headers::connection_has(response.headers(), "close");
+        let Some(timer) = timer else {
+            return Outcome::Closed;
+        };
+        idle = timer;
         let written = tokio::select! {
             biased;
             written = write_response(&mut stream, response, head_only) => written,
@@ -224,7 +231,8 @@ pub(crate) async fn serve(
         {
             idle.as_mut().reset(last_active + timeout);
         }
-        if written.is_err() || !keep_alive {
+        // Either side's `Connection: close` ends the connection after this exchange.
+        if close || !matches!(written, Ok(Written::KeepAlive)) {
             let _ = stream.shutdown().await;
             return Outcome::Closed;
         }
@@ -285,6 +293,7 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
     let target = range(parsed.path.unwrap_or("").as_bytes());
     let mut list = Vec::with_capacity(parsed.headers.len());
     let mut body_len: Option<u64> = None;
+    let mut close = false;
     for h in parsed.headers.iter() {
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -300,6 +309,8 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
                 return Err(StatusCode::BAD_REQUEST);
             }
             body_len = Some(n);
+        } else if name == CONNECTION {
+            close |= super::headers::lists_token(h.value, "close");
         }
         list.push((name, range(h.value)));
     }
@@ -313,6 +324,7 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
         headers: list,
         len,
         body_len: usize::try_from(body_len).map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?,
+        close,
     })))
 }
 
@@ -365,32 +377,53 @@ fn bodyless(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED
 }
 
+/// Whether the connection may carry another request after a response.
+enum Written {
+    KeepAlive,
+    /// The response said `Connection: close`.
+    Close,
+}
+
 /// Writes the head and streams the body: with its length when known, chunked otherwise.
 /// The output buffer comes from the spare stock and goes back to it.
 async fn write_response(
     stream: &mut TcpStream,
     response: Response<ResponseBody>,
     head_only: bool,
-) -> io::Result<()> {
+) -> io::Result<Written> {
     let (parts, mut body) = response.into_parts();
     let no_body = head_only || bodyless(parts.status);
     let mut out = buffers::take();
     status_line(&mut out, parts.status);
+    // What the names tell is noted on the way, rather than looked up (hashed) afterwards.
+    let (mut has_date, mut has_length, mut close) = (false, false, false);
     for (name, value) in &parts.headers {
         if name == TRANSFER_ENCODING {
             continue;
+        }
+        if name == DATE {
+            has_date = true;
+        } else if name == CONTENT_LENGTH {
+            has_length = true;
+        } else if name == CONNECTION {
+            close |= super::headers::lists_token(value.as_bytes(), "close");
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !parts.headers.contains_key(DATE) {
+    let written = if close {
+        Written::Close
+    } else {
+        Written::KeepAlive
+    };
+    if !has_date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let chunked = if no_body || parts.headers.contains_key(CONTENT_LENGTH) {
+    let chunked = if no_body || has_length {
         false
     } else if let Some(len) = body.size_hint().exact() {
         let _ = write!(out, "content-length: {len}\r\n");
@@ -408,7 +441,7 @@ async fn write_response(
         while let Some(frame) = body.frame().await {
             frame.map_err(io::Error::other)?;
         }
-        return Ok(());
+        return Ok(written);
     }
     // A body already here leaves with the head in one write; `out` holds what is not sent.
     let mut head_sent = false;
@@ -462,7 +495,7 @@ async fn write_response(
         stream.write_all(&out).await?;
     }
     buffers::put(out);
-    Ok(())
+    Ok(written)
 }
 
 /// Polls `future` once: its output if it is ready now, else Pending (its waker stays set).

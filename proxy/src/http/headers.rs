@@ -1,7 +1,7 @@
 //! Header work on the way through: hop-by-hop stripping, the route's header mutations, the
 //! headers Envoy adds, path rewrites and redirect locations.
 
-use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{
@@ -18,10 +18,57 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Whether the `Connection` header lists `token`.
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| lists_token(v.as_bytes(), token))
+}
+
+/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
+pub fn lists_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// What one pass over a request's header names tells the forwarding path, in place of a
+/// hashed lookup per name: a request carries a handful of headers, and each lookup or
+/// insert-if-absent hashes the name it looks for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestFacts {
+    /// The (first) `content-type` is gRPC's.
+    pub grpc: bool,
+    pub upgrade: bool,
+    pub expect: bool,
+    /// Any connection-specific header, `upgrade` included.
+    pub hop_by_hop: bool,
+    pub x_forwarded_proto: bool,
+    pub x_request_id: bool,
+}
+
+impl RequestFacts {
+    pub fn of(headers: &HeaderMap) -> RequestFacts {
+        let mut facts = RequestFacts::default();
+        let mut content_type = false;
+        for (name, value) in headers {
+            if name == CONTENT_TYPE {
+                if !content_type {
+                    content_type = true;
+                    facts.grpc = value.as_bytes().starts_with(b"application/grpc");
+                }
+            } else if name == EXPECT {
+                facts.expect = true;
+            } else if name == X_REQUEST_ID {
+                facts.x_request_id = true;
+            } else if name == X_FORWARDED_PROTO {
+                facts.x_forwarded_proto = true;
+            } else if is_hop_by_hop(name) {
+                facts.hop_by_hop = true;
+                facts.upgrade |= name == UPGRADE;
+            }
+        }
+        facts
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -111,6 +158,20 @@ pub struct Levels<'a> {
 }
 
 impl Levels<'_> {
+    /// Whether any level adds or removes request headers.
+    pub fn mutates_request(&self) -> bool {
+        let weighted = self.weighted.is_some_and(|w| {
+            !w.request_headers_to_remove.is_empty() || !w.request_headers_to_add.is_empty()
+        });
+        weighted
+            || !self.route.request_headers_to_remove.is_empty()
+            || !self.route.request_headers_to_add.is_empty()
+            || !self.vhost.request_headers_to_remove.is_empty()
+            || !self.vhost.request_headers_to_add.is_empty()
+            || !self.config.request_headers_to_remove.is_empty()
+            || !self.config.request_headers_to_add.is_empty()
+    }
+
     /// Envoy's order: weighted cluster, route, virtual host, route configuration; each level
     /// removes, then adds. Later levels win (Envoy's default, `most_specific_header_mutations_wins`
     /// false).
@@ -176,26 +237,46 @@ pub fn service_time(ms: u64) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
+/// Request ids made at a time: their text shares one buffer, so an id costs no allocation.
+const REQUEST_ID_BATCH: usize = 64;
+const UUID_LEN: usize = 36;
+
 /// A random UUID v4 for `x-request-id`.
 pub fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut raw = [0u8; 16];
-    raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
-    raw[6] = (raw[6] & 0x0f) | 0x40;
-    raw[8] = (raw[8] & 0x3f) | 0x80;
-    let mut out = [0u8; 36];
-    let mut at = 0;
-    for (i, b) in raw.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[at] = b'-';
-            at += 1;
-        }
-        out[at] = HEX[usize::from(b >> 4)];
-        out[at + 1] = HEX[usize::from(b & 15)];
-        at += 2;
+    thread_local! {
+        static IDS: std::cell::RefCell<bytes::Bytes> = const {
+            std::cell::RefCell::new(bytes::Bytes::new())
+        };
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let id = IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.is_empty() {
+            *ids = request_id_batch();
+        }
+        ids.split_to(UUID_LEN)
+    });
+    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+fn request_id_batch() -> bytes::Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each random byte's two hex digits go in the text.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = Vec::with_capacity(REQUEST_ID_BATCH * UUID_LEN);
+    for _ in 0..REQUEST_ID_BATCH {
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        raw[6] = (raw[6] & 0x0f) | 0x40;
+        raw[8] = (raw[8] & 0x3f) | 0x80;
+        let mut id = *b"00000000-0000-0000-0000-000000000000";
+        for (&b, &at) in raw.iter().zip(&AT) {
+            id[at] = HEX[usize::from(b >> 4)];
+            id[at + 1] = HEX[usize::from(b & 15)];
+        }
+        out.extend_from_slice(&id);
+    }
+    bytes::Bytes::from(out)
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute-form HTTP/1.1) or the Host header.
@@ -361,6 +442,14 @@ mod tests {
         assert_eq!(&s[14..15], "4");
         assert_eq!(s.matches('-').count(), 4);
         assert_ne!(request_id(), id);
+        // Across batches too, and every one well formed.
+        let ids: std::collections::HashSet<_> =
+            (0..3 * REQUEST_ID_BATCH).map(|_| request_id()).collect();
+        assert_eq!(ids.len(), 3 * REQUEST_ID_BATCH);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == UUID_LEN && id.as_bytes()[14] == b'4')
+        );
     }
 
     #[test]

@@ -172,7 +172,10 @@ async fn serve_with_hyper(
         let ctx = Arc::clone(ctx);
         service_fn(move |req: Request<Incoming>| {
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(handle(ctx, req.map(DownstreamBody::Hyper), None).await) }
+            async move {
+                let (response, _) = handle(ctx, req.map(DownstreamBody::Hyper), None).await;
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let conn = listener
@@ -240,18 +243,20 @@ async fn serve_with_hyper(
 }
 
 /// `timer`: the connection's own timer, lent for the route timeout when requests come one at
-/// a time (see `forward::within`).
+/// a time (see `forward::within`), and given back with the response. It is moved in rather
+/// than borrowed so that the request's future owns everything it uses (see
+/// `buffers::reuse`).
 async fn handle(
     ctx: Arc<ConnCtx>,
     req: Request<DownstreamBody>,
-    timer: Option<Pin<&mut Sleep>>,
-) -> hyper::Response<body::ResponseBody> {
+    mut timer: Option<Pin<Box<Sleep>>>,
+) -> (hyper::Response<body::ResponseBody>, Option<Pin<Box<Sleep>>>) {
     let guard = RequestGuard::start(&ctx);
     let http2 = req.version() == Version::HTTP_2;
     if http2 && !ctx.http2.load(Relaxed) {
         ctx.http2.store(true, Relaxed);
     }
-    let mut response = forward::proxy(&ctx, req, timer).await;
+    let mut response = forward::proxy(&ctx, req, timer.as_mut().map(Pin::as_mut)).await;
     ctx.listener
         .stats
         .downstream_rq_xx
@@ -266,5 +271,5 @@ async fn handle(
         }
     }
     response.body_mut().attach(guard);
-    response
+    (response, timer)
 }

@@ -236,22 +236,25 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static s
 }
 
 /// Sends the encoded request (`out`, and `body` when it was too long to be copied into it)
-/// on `conn` and reads the response head. A body that arrived complete with the head is
-/// returned in memory and `conn` goes back to `pool` at once; otherwise the body streams from
-/// the connection, which returns to the pool when the body ends.
+/// on `conn` and reads the response head into the same buffer. A body that arrived complete
+/// with the head is returned in memory and `conn` goes back to `pool` at once; otherwise the
+/// body streams from the connection, which returns to the pool when the body ends.
 pub(crate) async fn exchange(
     pool: &Arc<EndpointPool>,
     mut conn: Conn,
-    out: &[u8],
+    out: BytesMut,
     body: Option<&Bytes>,
     head_request: bool,
 ) -> Result<Response<InlineBody>, Failure> {
     conn.uses += 1;
-    conn.stream.write_all(out).await.map_err(Failure::Io)?;
+    conn.stream.write_all(&out).await.map_err(Failure::Io)?;
+    // One buffer per exchange: the request's bytes are gone once written, and fewer
+    // buffers in flight keep the per-thread stock from running dry under load.
+    let mut buf = out;
+    buf.clear();
     if let Some(body) = body.filter(|b| b.len() > COALESCE_LIMIT) {
         conn.stream.write_all(body).await.map_err(Failure::Io)?;
     }
-    let mut buf = buffers::take();
     let head = 'read: loop {
         while !buf.is_empty() {
             match parse_head(&buf, head_request).map_err(Failure::Malformed)? {

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use http::header::UPGRADE;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, Response};
@@ -331,17 +330,19 @@ impl EndpointPool {
     }
 
     /// Sends `req` on a pooled or new connection. For HTTP/1.1 through hyper the connection
-    /// comes back with the response, to be released when the response body ends.
+    /// comes back with the response, to be released when the response body ends. `upgrade`:
+    /// the request carries `Upgrade` (and needs hyper's client).
     pub async fn send(
         self: &Arc<Self>,
         req: Request<RequestBody>,
+        upgrade: bool,
     ) -> Result<(Response<ResponseStream>, Option<PooledHttp1>), SendError> {
         if self.settings.http2 {
             let response = self.send_h2(req).await?;
             return Ok((response.map(ResponseStream::Hyper), None));
         }
         match h1::in_memory_body(req.body()) {
-            Some(body) if !req.headers().contains_key(UPGRADE) => {
+            Some(body) if !upgrade => {
                 let response = self.send_inline(req, body).await?;
                 Ok((response.map(ResponseStream::Inline), None))
             }
@@ -394,8 +395,7 @@ impl EndpointPool {
                 }
             },
         };
-        let result = h1::exchange(self, conn, &out, body.as_ref(), head_request).await;
-        buffers::put(out);
+        let result = h1::exchange(self, conn, out, body.as_ref(), head_request).await;
         buffers::put_header_map(std::mem::take(req.headers_mut()));
         result.map_err(|failure| {
             SendError::Sent(match failure {
