@@ -1588,6 +1588,30 @@ async fn a_draining_listener_answers_http1_with_connection_close_and_then_closes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_in_flight_at_the_drain_deadline_is_cut_off() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut config = proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr])],
+    );
+    let h = Harness::start(config.clone()).await;
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream
+        .write_all(b"GET /sleep/6000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Removed: the listener drains for the harness's drain timeout (2 s), then what is left
+    // is closed, this request included (the upstream would answer after 6 s).
+    config.listeners.clear();
+    h.push(config).await;
+    let waited = closed_after(&mut stream).await;
+    assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout() {
     let a = backend("a").await;
     let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);

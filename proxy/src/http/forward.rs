@@ -211,7 +211,8 @@ struct Upstream {
     response: Response<ResponseStream>,
     conn: Option<PooledHttp1>,
     in_flight: InFlight,
-    started: Instant,
+    /// From the try's start to its response head.
+    took: Duration,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -333,6 +334,8 @@ async fn forward(
         .retry
         .as_ref()
         .filter(|p| p.num_retries > 0 && !upgrade);
+    // The first try starts now, or once a body to buffer has been read.
+    let mut first_try = arrived;
     let body = if body.is_end_stream() {
         BodySource::Empty
     } else if policy.is_some()
@@ -342,7 +345,10 @@ async fn forward(
             .is_some_and(|n| n <= RETRY_BUFFER_LIMIT)
     {
         match body.collect().await {
-            Ok(collected) => BodySource::Buffered(collected.to_bytes()),
+            Ok(collected) => {
+                first_try = Instant::now();
+                BodySource::Buffered(collected.to_bytes())
+            }
             Err(e) => return reply(levels, &ProxyError::DownstreamBody(e), grpc),
         }
     } else {
@@ -368,7 +374,13 @@ async fn forward(
     // one, and every request's future is copied into its box.
     let result = match deadline {
         Some(deadline) => {
-            let tries = std::pin::pin!(send_with_retries(cluster, hash, policy, &mut template));
+            let tries = std::pin::pin!(send_with_retries(
+                cluster,
+                hash,
+                policy,
+                &mut template,
+                first_try
+            ));
             match within(deadline, timer, tries).await {
                 Some(result) => result,
                 None => {
@@ -377,13 +389,13 @@ async fn forward(
                 }
             }
         }
-        None => send_with_retries(cluster, hash, policy, &mut template).await,
+        None => send_with_retries(cluster, hash, policy, &mut template, first_try).await,
     };
     let Upstream {
         mut response,
         conn,
         in_flight,
-        started,
+        took,
     } = match result {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -391,7 +403,7 @@ async fn forward(
             return reply(levels, &error, grpc);
         }
     };
-    let service_time = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let service_time = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
 
     if let Some(downstream) = downstream_upgrade
         && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -452,10 +464,17 @@ async fn within<F: Future>(
     if timer.deadline() > deadline {
         timer.as_mut().reset(deadline);
     }
+    // The timer keeps the waker from its first poll, and every poll here comes from the same
+    // task (the connection's): after that, it only needs asking once it has fired.
+    let mut armed = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
+        if armed && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        armed = true;
         while timer.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
                 return Poll::Ready(None);
@@ -496,11 +515,14 @@ async fn backoff(policy: &RetryPolicy, retry: u32) {
     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..upper))).await;
 }
 
+/// `first_try`: when the first try starts, read by the caller (clock reads are a visible
+/// part of a request's cost).
 async fn send_with_retries(
     cluster: &ClusterRuntime,
     hash: Option<u64>,
     policy: Option<&RetryPolicy>,
     template: &mut Template,
+    first_try: Instant,
 ) -> Result<Upstream, ProxyError> {
     let max_retries = policy.map_or(0, |p| p.num_retries);
     let per_try = policy
@@ -525,7 +547,11 @@ async fn send_with_retries(
             return Err(ProxyError::NoHealthyUpstream);
         };
         let in_flight = InFlight::start(pool, cluster.balancer.start(index));
-        let started = Instant::now();
+        let started = if retries == 0 {
+            first_try
+        } else {
+            Instant::now()
+        };
         let sent = match per_try {
             Some(limit) => match tokio::time::timeout(limit, pool.send(request, upgrade)).await {
                 Ok(sent) => sent,
@@ -542,7 +568,8 @@ async fn send_with_retries(
             Ok((response, conn)) => {
                 let status = response.status().as_u16();
                 stats.upstream_rq_xx.record(status);
-                stats.upstream_rq_time.record(started.elapsed());
+                let took = started.elapsed();
+                stats.upstream_rq_time.record(took);
                 if status >= 500 {
                     pool.stats.rq_error.inc();
                 } else {
@@ -561,7 +588,7 @@ async fn send_with_retries(
                         response,
                         conn,
                         in_flight,
-                        started,
+                        took,
                     });
                 }
             }

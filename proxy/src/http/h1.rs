@@ -96,6 +96,8 @@ pub(crate) async fn serve(
     // would register a waiter or a timer entry. The timer is the idle timeout between
     // requests and is lent to each request for its route timeout.
     let mut abort_rx = drain.clone();
+    // Never marked as seen: says whether the drain state ever changed, for one atomic load.
+    let drain_probe = drain.clone();
     let abort = async move { crate::listener::aborted(&mut abort_rx).await };
     tokio::pin!(abort);
     // Boxed, because it is lent to (moved into) each request's future and comes back with
@@ -209,10 +211,23 @@ pub(crate) async fn serve(
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
-        let (response, timer) = tokio::select! {
-            biased;
-            answer = buffers::reuse(handle(Arc::clone(ctx), request, Some(idle))) => answer,
-            () = &mut abort => return Outcome::Closed,
+        let mut answer = buffers::reuse(handle(Arc::clone(ctx), request, Some(idle)));
+        // The abort future keeps its waker from its first poll (every poll comes from this
+        // task): after that it only needs asking once the drain state has changed.
+        let mut asked = false;
+        let answer = std::future::poll_fn(|cx| {
+            if let Poll::Ready(answer) = Pin::new(&mut answer).poll(cx) {
+                return Poll::Ready(Some(answer));
+            }
+            if asked && !drain_probe.has_changed().unwrap_or(true) {
+                return Poll::Pending;
+            }
+            asked = true;
+            abort.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let Some((response, timer)) = answer else {
+            return Outcome::Closed;
         };
         let Some(timer) = timer else {
             return Outcome::Closed;

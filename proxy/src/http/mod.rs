@@ -89,6 +89,9 @@ pub(crate) struct ConnCtx {
     draining: AtomicBool,
     /// A request arrived over HTTP/2.
     http2: AtomicBool,
+    /// hyper serves the connection now: its idle timeout needs `idle_since_ms` (our HTTP/1.1
+    /// server keeps its own account of idleness).
+    by_hyper: AtomicBool,
     /// Wakes the connection loop when a draining connection turns out to speak HTTP/2, so it
     /// can send GOAWAY.
     h2_seen_while_draining: Notify,
@@ -111,7 +114,10 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let ctx = &self.0;
         ctx.listener.stats.downstream_rq_active.dec();
-        if ctx.active.fetch_sub(1, Relaxed) == 1 && ctx.listener.hcm.idle_timeout.is_some() {
+        if ctx.active.fetch_sub(1, Relaxed) == 1
+            && ctx.listener.hcm.idle_timeout.is_some()
+            && ctx.by_hyper.load(Relaxed)
+        {
             let ms = u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             ctx.idle_since_ms.store(ms, Relaxed);
         }
@@ -149,10 +155,12 @@ pub(crate) async fn serve_connection(
         idle_since_ms: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         http2: AtomicBool::new(false),
+        by_hyper: AtomicBool::new(false),
         h2_seen_while_draining: Notify::new(),
         _guard: guard,
     });
     if let h1::Outcome::Handoff(io) = h1::serve(&ctx, stream, &mut drain).await {
+        ctx.by_hyper.store(true, Relaxed);
         // Boxed so that the connection's task, which every idle connection keeps, has no
         // room reserved for hyper's connection state.
         Box::pin(serve_with_hyper(&ctx, &listener, io, drain)).await;
