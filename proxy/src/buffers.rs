@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// A buffer's first size: most heads fit.
 pub(crate) const READ_CHUNK: usize = 4096;
@@ -30,6 +30,32 @@ thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     static SPARE_FUTURES: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+    static SPARE_LISTS: RefCell<Vec<HeaderList>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A parsed head's header names, each with its value's place in the read buffer (the values
+/// become `HeaderValue`s sharing the buffer once the head is frozen).
+pub(crate) type HeaderList = Vec<(HeaderName, std::ops::Range<usize>)>;
+
+/// An empty header list.
+pub(crate) fn header_list() -> HeaderList {
+    SPARE_LISTS
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(16))
+}
+
+/// Gives a header list back once its entries have been moved out.
+pub(crate) fn put_header_list(mut list: HeaderList) {
+    if list.capacity() > MAX_KEPT_HEADERS {
+        return;
+    }
+    list.clear();
+    SPARE_LISTS.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX_SPARE {
+            spare.push(list);
+        }
+    });
 }
 
 /// How deep [`take`] looks for a buffer whose bytes are all released.

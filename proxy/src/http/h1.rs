@@ -71,7 +71,7 @@ enum Head {
 struct Parsed {
     method: Method,
     target: Range<usize>,
-    headers: Vec<(HeaderName, Range<usize>)>,
+    headers: buffers::HeaderList,
     len: usize,
     body_len: usize,
     /// `Connection: close`.
@@ -306,7 +306,7 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
         start..start + part.len()
     };
     let target = range(parsed.path.unwrap_or("").as_bytes());
-    let mut list = Vec::with_capacity(parsed.headers.len());
+    let mut list = buffers::header_list();
     let mut body_len: Option<u64> = None;
     let mut close = false;
     for h in parsed.headers.iter() {
@@ -354,11 +354,13 @@ fn build_request(
     // Room for the headers the proxy adds (x-request-id, x-forwarded-proto, the route's),
     // so that they do not make the map grow.
     let mut map = buffers::header_map(parsed.headers.len() + 6);
-    for (name, value) in parsed.headers {
+    let mut list = parsed.headers;
+    for (name, value) in list.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(value))
             .map_err(|_| StatusCode::BAD_REQUEST)?;
         map.append(name, value);
     }
+    buffers::put_header_list(list);
     let mut request = Request::new(DownstreamBody::buffered(body));
     *request.method_mut() = parsed.method;
     *request.uri_mut() = uri;

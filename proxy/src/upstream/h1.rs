@@ -12,7 +12,6 @@
 use std::fmt::Write as _;
 use std::io;
 use std::mem::MaybeUninit;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -139,7 +138,7 @@ enum Framing {
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: Vec<(HeaderName, Range<usize>)>,
+    headers: buffers::HeaderList,
     len: usize,
     framing: Framing,
     keep_alive: bool,
@@ -174,7 +173,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static s
     let mut keep_alive = version == Version::HTTP_11;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
-    let mut list = Vec::with_capacity(parsed.headers.len());
+    let mut list = buffers::header_list();
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
         if name == CONTENT_LENGTH {
@@ -284,11 +283,13 @@ pub(crate) async fn exchange(
 
     let head_bytes = buf.split_to(head.len).freeze();
     let mut headers = buffers::header_map(head.headers.len() + 2);
-    for (name, value) in head.headers {
+    let mut list = head.headers;
+    for (name, value) in list.drain(..) {
         let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
             .map_err(|_| Failure::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
+    buffers::put_header_list(list);
     let body = match head.framing {
         Framing::Length(n) if buf.len() as u64 >= n => {
             let data = buf
