@@ -33,6 +33,18 @@ thread_local! {
     static SPARE_LISTS: RefCell<Vec<HeaderList>> = const { RefCell::new(Vec::new()) };
 }
 
+type Stock<T> = std::thread::LocalKey<RefCell<Vec<T>>>;
+
+/// Puts `item` into `stock` unless the stock already holds `max` (then it is dropped).
+fn keep<T>(stock: &'static Stock<T>, item: T, max: usize) {
+    stock.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < max {
+            spare.push(item);
+        }
+    });
+}
+
 /// A parsed head's header names, each with its value's place in the read buffer (the values
 /// become `HeaderValue`s sharing the buffer once the head is frozen).
 pub(crate) type HeaderList = Vec<(HeaderName, std::ops::Range<usize>)>;
@@ -50,12 +62,7 @@ pub(crate) fn put_header_list(mut list: HeaderList) {
         return;
     }
     list.clear();
-    SPARE_LISTS.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < MAX_SPARE {
-            spare.push(list);
-        }
-    });
+    keep(&SPARE_LISTS, list, MAX_SPARE);
 }
 
 /// How deep [`take`] looks for a buffer whose bytes are all released.
@@ -86,12 +93,7 @@ pub(crate) fn put(mut buf: BytesMut) {
     if buf.capacity() == 0 || buf.capacity() > 4 * READ_CHUNK {
         return;
     }
-    SPARE.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < MAX_SPARE {
-            spare.push(buf);
-        }
-    });
+    keep(&SPARE, buf, MAX_SPARE);
 }
 
 /// An empty header map with room for `capacity` entries.
@@ -111,12 +113,7 @@ pub(crate) fn put_header_map(mut map: HeaderMap) {
         return;
     }
     map.clear();
-    SPARE_MAPS.with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < MAX_SPARE {
-            spare.push(map);
-        }
-    });
+    keep(&SPARE_MAPS, map, MAX_SPARE);
 }
 
 /// A future pinned in a box from the per-thread stock; the box goes back to it when this is
@@ -169,12 +166,7 @@ impl<F: 'static> Drop for Reused<F> {
             return;
         };
         slot.set(None);
-        SPARE_FUTURES.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < MAX_SPARE_FUTURES {
-                spare.push(Box::new(slot));
-            }
-        });
+        keep(&SPARE_FUTURES, Box::new(slot), MAX_SPARE_FUTURES);
     }
 }
 

@@ -155,9 +155,10 @@ fn reply(levels: &Levels<'_>, error: &ProxyError, grpc: bool) -> Response<Respon
     response
 }
 
-fn wants_upgrade(req: &Request<DownstreamBody>) -> bool {
-    req.version() <= Version::HTTP_11
-        && req.headers().contains_key(UPGRADE)
+/// `Upgrade` (seen in the facts) counts over HTTP/1.1 with `Connection: upgrade`.
+fn wants_upgrade(facts: RequestFacts, req: &Request<DownstreamBody>) -> bool {
+    facts.upgrade
+        && req.version() <= Version::HTTP_11
         && headers::connection_has(req.headers(), "upgrade")
 }
 
@@ -230,7 +231,7 @@ async fn forward(
     let arrived = Instant::now();
     let grpc = facts.grpc;
     let http2 = cluster.config.http2;
-    let upgrade = facts.upgrade && wants_upgrade(&req);
+    let upgrade = wants_upgrade(facts, &req);
     if upgrade && http2 {
         return reply(levels, &ProxyError::UpgradeToHttp2, grpc);
     }
