@@ -29,6 +29,8 @@ const MAX_SPARE_FUTURES: usize = 32;
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    /// One stock per future type (in practice one: the HTTP/1.1 request's), each a
+    /// `Vec<Slot<F>>` behind `dyn Any`: boxes go in and out without a box around each.
     static SPARE_FUTURES: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
     static SPARE_LISTS: RefCell<Vec<HeaderList>> = const { RefCell::new(Vec::new()) };
 }
@@ -123,22 +125,36 @@ pub(crate) fn put_header_map(mut map: HeaderMap) {
 /// Boxed anew per request it costs glibc's slow path twice (beyond its per-thread cache's
 /// 1 KiB limit) and it cannot live in the connection's task, which every idle connection
 /// keeps.
-pub(crate) struct Reused<F: 'static>(Option<Pin<Box<Option<F>>>>);
+pub(crate) struct Reused<F: 'static>(Option<Slot<F>>);
 
-/// Pins `future` in a box from the stock, or a new one.
-pub(crate) fn reuse<F: Future + 'static>(future: F) -> Reused<F> {
-    let spare = SPARE_FUTURES.with(|spare| spare.borrow_mut().pop());
-    let slot = match spare.map(|spare| spare.downcast::<Pin<Box<Option<F>>>>()) {
-        Some(Ok(spare)) => {
-            let mut slot = *spare;
-            slot.set(Some(future));
+type Slot<F> = Pin<Box<Option<F>>>;
+
+/// Runs `f` on the thread's stock of boxes for futures of type `F`.
+fn with_slots<F: 'static, R>(f: impl FnOnce(&mut Vec<Slot<F>>) -> R) -> R {
+    SPARE_FUTURES.with(|stocks| {
+        let mut stocks = stocks.borrow_mut();
+        if let Some(slots) = stocks
+            .iter_mut()
+            .find_map(|s| s.downcast_mut::<Vec<Slot<F>>>())
+        {
+            return f(slots);
+        }
+        let mut slots = Vec::new();
+        let result = f(&mut slots);
+        stocks.push(Box::new(slots));
+        result
+    })
+}
+
+/// Pins the future `start` makes in a box from the stock, or a new one. Made in place: an
+/// async fn's new future holds only its arguments, where moving it would copy its whole size.
+pub(crate) fn reuse<F: Future + 'static>(start: impl FnOnce() -> F) -> Reused<F> {
+    let slot = match with_slots::<F, _>(Vec::pop) {
+        Some(mut slot) => {
+            slot.set(Some(start()));
             slot
         }
-        Some(Err(other)) => {
-            SPARE_FUTURES.with(|spare| spare.borrow_mut().push(other));
-            Box::pin(Some(future))
-        }
-        None => Box::pin(Some(future)),
+        None => Box::pin(Some(start())),
     };
     Reused(Some(slot))
 }
@@ -166,7 +182,11 @@ impl<F: 'static> Drop for Reused<F> {
             return;
         };
         slot.set(None);
-        keep(&SPARE_FUTURES, Box::new(slot), MAX_SPARE_FUTURES);
+        with_slots(|slots| {
+            if slots.len() < MAX_SPARE_FUTURES {
+                slots.push(slot);
+            }
+        });
     }
 }
 
@@ -208,11 +228,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_request_future_leaves_its_box_to_the_next() {
-        let first = reuse(request()).await;
-        let second = reuse(request()).await;
+        let first = reuse(request).await;
+        let second = reuse(request).await;
         assert_eq!(first, second);
+        // Another kind of future has boxes of its own and leaves this kind's alone.
+        let other = reuse(|| Whereabouts(1)).await;
+        assert_ne!(other, first);
+        assert_eq!(reuse(request).await, first);
         // Two in flight at once need two boxes.
-        let (a, b) = tokio::join!(reuse(request()), reuse(request()));
+        let (a, b) = tokio::join!(reuse(request), reuse(request));
         assert_ne!(a, b);
     }
 }

@@ -57,6 +57,14 @@ pub(crate) enum Outcome {
 }
 
 /// What a complete request head told us.
+/// What ends an idle connection's wait for its next request.
+enum IdleEvent {
+    /// The socket is readable (false: its readiness failed).
+    Readable(bool),
+    Abort,
+    Timer,
+}
+
 enum Head {
     /// Serve it here: `len` bytes of head, then `body_len` bytes of body.
     Fast(Parsed),
@@ -106,17 +114,46 @@ pub(crate) async fn serve(
         idle_timeout.unwrap_or(Duration::from_secs(3600)),
     ));
     let mut last_active = Instant::now();
+    // Whether the abort future has this task's waker, and the timer deadline it was last
+    // polled for here (see the idle wait below).
+    let mut abort_armed = false;
+    let mut armed_at: Option<Instant> = None;
     loop {
         if buf.is_empty() {
             // Idle: hold no buffer, wait for bytes, the idle timeout or the drain deadline.
             buffers::put(std::mem::take(&mut buf));
             loop {
-                tokio::select! {
-                    biased;
-                    ready = stream.readable() => {
-                        if ready.is_err() {
-                            return Outcome::Closed;
+                // Asked by hand rather than with `select!`: the abort future and the timer
+                // keep the waker from their last poll (every poll comes from this task), so
+                // between requests they need asking only when something about them changed,
+                // and the socket's readiness is asked without a waiter of its own.
+                let event = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                        return Poll::Ready(IdleEvent::Readable(ready.is_ok()));
+                    }
+                    if !abort_armed || drain_probe.has_changed().unwrap_or(true) {
+                        if abort.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(IdleEvent::Abort);
                         }
+                        abort_armed = true;
+                    }
+                    // The request may have moved the timer (a new deadline, not yet polled
+                    // here) or it may have fired: then it is asked again.
+                    if idle_timeout.is_some()
+                        && (armed_at != Some(idle.deadline()) || idle.is_elapsed())
+                    {
+                        if idle.as_mut().poll(cx).is_ready() {
+                            armed_at = None;
+                            return Poll::Ready(IdleEvent::Timer);
+                        }
+                        armed_at = Some(idle.deadline());
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match event {
+                    IdleEvent::Readable(false) | IdleEvent::Abort => return Outcome::Closed,
+                    IdleEvent::Readable(true) => {
                         // Readiness can be stale, so the connection stays idle (and holds
                         // no buffer) until bytes really arrive. A read through AsyncRead
                         // clears readiness when it comes back short, which saves the next
@@ -128,9 +165,10 @@ pub(crate) async fn serve(
                             Poll::Pending => buffers::put(std::mem::take(&mut buf)),
                         }
                     }
-                    () = &mut abort => return Outcome::Closed,
-                    () = &mut idle, if idle_timeout.is_some() => {
-                        let Some(timeout) = idle_timeout else { continue };
+                    IdleEvent::Timer => {
+                        let Some(timeout) = idle_timeout else {
+                            continue;
+                        };
                         let idle_at = last_active + timeout;
                         if Instant::now() >= idle_at {
                             stats.downstream_cx_idle_timeout.inc();
@@ -211,18 +249,17 @@ pub(crate) async fn serve(
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
-        let mut answer = buffers::reuse(handle(Arc::clone(ctx), request, Some(idle)));
+        let mut answer = buffers::reuse(|| handle(Arc::clone(ctx), request, Some(idle)));
         // The abort future keeps its waker from its first poll (every poll comes from this
         // task): after that it only needs asking once the drain state has changed.
-        let mut asked = false;
         let answer = std::future::poll_fn(|cx| {
             if let Poll::Ready(answer) = Pin::new(&mut answer).poll(cx) {
                 return Poll::Ready(Some(answer));
             }
-            if asked && !drain_probe.has_changed().unwrap_or(true) {
+            if abort_armed && !drain_probe.has_changed().unwrap_or(true) {
                 return Poll::Pending;
             }
-            asked = true;
+            abort_armed = true;
             abort.as_mut().poll(cx).map(|()| None)
         })
         .await;
@@ -245,6 +282,7 @@ pub(crate) async fn serve(
             && idle.deadline() > last_active + timeout
         {
             idle.as_mut().reset(last_active + timeout);
+            armed_at = None;
         }
         // Either side's `Connection: close` ends the connection after this exchange.
         if close || !matches!(written, Ok(Written::KeepAlive)) {
