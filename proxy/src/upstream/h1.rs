@@ -292,9 +292,12 @@ pub(crate) async fn exchange(
     buffers::put_header_list(list);
     let body = match head.framing {
         Framing::Length(n) if buf.len() as u64 >= n => {
-            let data = buf
-                .split_to(usize::try_from(n).unwrap_or(usize::MAX))
-                .freeze();
+            let data = if n == 0 {
+                Bytes::new()
+            } else {
+                buf.split_to(usize::try_from(n).unwrap_or(usize::MAX))
+                    .freeze()
+            };
             // Bytes past the body are not ours to guess about: such a connection is closed.
             if head.keep_alive && buf.is_empty() {
                 pool.release_inline(conn);
