@@ -1737,6 +1737,23 @@ async fn scripted_connection(mut stream: TcpStream) {
                 )
                 .await
             }
+            // Mixed-case names, a name twice, padding around a value.
+            "/fields" => {
+                w.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Multi: one\r\nContent-Type: text/plain\r\n\
+                      x-multi: two\r\nX-Gone:  away \r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
+            // The same with connection-specific fields, one of them named by `Connection`.
+            "/fields-hop" => {
+                w.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Multi: one\r\nConnection: keep-alive, X-Private\r\n\
+                      X-Private: p\r\nKeep-Alive: timeout=5\r\nx-multi: two\r\n\
+                      X-Gone: away\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
             "/extra" => {
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA")
                     .await
@@ -1775,6 +1792,74 @@ async fn scripted_connection(mut stream: TcpStream) {
             return;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_response_fields_reach_http1_and_h2_clients_alike() {
+    let (upstream, _) = scripted_upstream().await;
+    let plain = route_config("plain", vec![vhost(vec![forward("u", "/", to("u"))])]);
+    let mut mutated = route_config("mutated", vec![vhost(vec![forward("u", "/", to("u"))])]);
+    mutated.response_headers_to_remove = vec!["x-gone".into()];
+    mutated.response_headers_to_add =
+        vec![header("x-added", "yes", AppendAction::AppendIfExistsOrAdd)];
+    let h = Harness::start(proxy_config(
+        vec![
+            http_listener("plain", plain),
+            http_listener("mutated", mutated),
+        ],
+        vec![cluster("u", &[upstream])],
+    ))
+    .await;
+    let values = |r: &Reply, name: &str| -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    for (label, client) in [("http/1.1", h1_client()), ("h2c", h2_client())] {
+        for path in ["/fields", "/fields-hop"] {
+            let case = format!("{label} {path}");
+            let r = get(&client, &h.url("plain", path), &[]).await;
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (StatusCode::OK, "ok"),
+                "{case}"
+            );
+            assert_eq!(values(&r, "x-multi"), ["one", "two"], "{case}");
+            assert_eq!(values(&r, "x-gone"), ["away"], "{case}");
+            if path == "/fields" {
+                assert_eq!(values(&r, "content-type"), ["text/plain"], "{case}");
+            }
+            assert_eq!(
+                values(&r, "x-envoy-upstream-service-time").len(),
+                1,
+                "{case}"
+            );
+            for hop in ["connection", "keep-alive", "x-private"] {
+                assert!(r.headers.get(hop).is_none(), "{case}: {hop} passed on");
+            }
+            // The route's response header changes apply to the upstream's own fields.
+            let r = get(&client, &h.url("mutated", path), &[]).await;
+            assert_eq!(r.status, StatusCode::OK, "{case}");
+            assert!(
+                r.headers.get("x-gone").is_none(),
+                "{case}: x-gone not removed"
+            );
+            assert_eq!(values(&r, "x-added"), ["yes"], "{case}");
+            assert_eq!(values(&r, "x-multi"), ["one", "two"], "{case}");
+        }
+    }
+    // Over HTTP/1.1 the names go out lowercased, as Envoy writes them.
+    let answer = raw(
+        h.addr("plain"),
+        b"GET /fields HTTP/1.1\r\nHost: u\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("\r\nx-multi: one\r\n"), "{answer}");
+    assert!(answer.contains("\r\nx-gone: away\r\n"), "{answer}");
+    assert!(!answer.contains("X-Multi"), "{answer}");
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

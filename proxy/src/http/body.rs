@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::RequestGuard;
 use crate::error::ProxyError;
+use crate::upstream::h1::PassedHead;
 use crate::upstream::{InFlight, PooledHttp1, ResponseStream};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -247,6 +248,17 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// The upstream response's fields that are not in the header map (see `PassedHead`).
+    pub(crate) fn take_passed_head(&mut self) -> Option<PassedHead> {
+        match &mut self.kind {
+            Kind::Upstream(UpstreamBody {
+                body: ResponseStream::Inline(inline),
+                ..
+            }) => inline.take_passed_head(),
+            _ => None,
+        }
+    }
+
     pub fn empty() -> ResponseBody {
         ResponseBody {
             kind: Kind::Empty,

@@ -426,7 +426,13 @@ async fn forward(
         return Response::from_parts(parts, ResponseBody::empty());
     }
 
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    if levels.mutates_response()
+        && let ResponseStream::Inline(inline) = &mut body
+        && let Some(passed) = inline.take_passed_head()
+    {
+        passed.into_map(&mut parts.headers);
+    }
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(
         X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),

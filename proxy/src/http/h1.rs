@@ -457,21 +457,30 @@ async fn write_response(
     status_line(&mut out, parts.status);
     // What the names tell is noted on the way, rather than looked up (hashed) afterwards.
     let (mut has_date, mut has_length, mut close) = (false, false, false);
-    for (name, value) in &parts.headers {
+    let mut field = |name: &HeaderName, value: &[u8]| {
         if name == TRANSFER_ENCODING {
-            continue;
+            return;
         }
         if name == DATE {
             has_date = true;
         } else if name == CONTENT_LENGTH {
             has_length = true;
         } else if name == CONNECTION {
-            close |= super::headers::lists_token(value.as_bytes(), "close");
+            close |= super::headers::lists_token(value, "close");
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    };
+    // The upstream's own fields first (when they passed through), then the map's.
+    let passed = body.take_passed_head();
+    for (name, value) in passed.iter().flat_map(|p| p.fields()) {
+        field(name, value);
+    }
+    drop(passed);
+    for (name, value) in &parts.headers {
+        field(name, value.as_bytes());
     }
     let written = if close {
         Written::Close

@@ -71,7 +71,7 @@ impl RequestFacts {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION
         || name == TRANSFER_ENCODING
         || name == UPGRADE
@@ -159,6 +159,19 @@ pub struct Levels<'a> {
 
 impl Levels<'_> {
     /// Whether any level adds or removes request headers.
+    pub fn mutates_response(&self) -> bool {
+        let weighted = self.weighted.is_some_and(|w| {
+            !w.response_headers_to_remove.is_empty() || !w.response_headers_to_add.is_empty()
+        });
+        weighted
+            || !self.route.response_headers_to_remove.is_empty()
+            || !self.route.response_headers_to_add.is_empty()
+            || !self.vhost.response_headers_to_remove.is_empty()
+            || !self.vhost.response_headers_to_add.is_empty()
+            || !self.config.response_headers_to_remove.is_empty()
+            || !self.config.response_headers_to_add.is_empty()
+    }
+
     pub fn mutates_request(&self) -> bool {
         let weighted = self.weighted.is_some_and(|w| {
             !w.request_headers_to_remove.is_empty() || !w.request_headers_to_add.is_empty()

@@ -182,7 +182,12 @@ async fn serve_with_hyper(
             let ctx = Arc::clone(&ctx);
             async move {
                 let (response, _) = handle(ctx, req.map(DownstreamBody::Hyper), None).await;
-                Ok::<_, Infallible>(response)
+                // hyper writes only the header map.
+                let (mut parts, mut body) = response.into_parts();
+                if let Some(passed) = body.take_passed_head() {
+                    passed.into_map(&mut parts.headers);
+                }
+                Ok::<_, Infallible>(hyper::Response::from_parts(parts, body))
             }
         })
     };

@@ -142,6 +142,8 @@ struct Head {
     len: usize,
     framing: Framing,
     keep_alive: bool,
+    /// A connection-specific field is among the headers (they are then stripped from a map).
+    hop_by_hop: bool,
 }
 
 /// Parses a complete response head, or says more bytes are needed (Ok(None)).
@@ -174,8 +176,10 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static s
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut list = buffers::header_list();
+    let mut hop_by_hop = false;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        hop_by_hop |= crate::http::headers::is_hop_by_hop(&name);
         if name == CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -231,6 +235,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static s
         len,
         framing,
         keep_alive,
+        hop_by_hop,
     }))
 }
 
@@ -282,15 +287,27 @@ pub(crate) async fn exchange(
     };
 
     let head_bytes = buf.split_to(head.len).freeze();
-    let mut headers = buffers::header_map(head.headers.len() + 2);
-    let mut list = head.headers;
-    for (name, value) in list.drain(..) {
-        let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
-            .map_err(|_| Failure::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
-    buffers::put_header_list(list);
-    let body = match head.framing {
+    // Without connection-specific fields, the fields go through to the client's HTTP/1.1
+    // writer as they are (no header map: its hashing and per-value references cost more than
+    // the rest of the head's handling); see `PassedHead`.
+    let (headers, passed) = if head.hop_by_hop {
+        let mut headers = buffers::header_map(head.headers.len() + 2);
+        let mut list = head.headers;
+        for (name, value) in list.drain(..) {
+            let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
+                .map_err(|_| Failure::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        buffers::put_header_list(list);
+        (headers, None)
+    } else {
+        let passed = PassedHead {
+            bytes: head_bytes,
+            fields: head.headers,
+        };
+        (buffers::header_map(2), Some(passed))
+    };
+    let state = match head.framing {
         Framing::Length(n) if buf.len() as u64 >= n => {
             let data = if n == 0 {
                 Bytes::new()
@@ -303,9 +320,9 @@ pub(crate) async fn exchange(
                 pool.release_inline(conn);
             }
             buffers::put(buf);
-            InlineBody(State::Ready((!data.is_empty()).then_some(data)))
+            State::Ready((!data.is_empty()).then_some(data))
         }
-        framing => InlineBody(State::Streaming(Box::new(Reader {
+        framing => State::Streaming(Box::new(Reader {
             conn: Some(conn),
             pool: Arc::clone(pool),
             buf,
@@ -315,18 +332,72 @@ pub(crate) async fn exchange(
                 Framing::UntilClose => Decoder::UntilClose,
             },
             keep_alive: head.keep_alive,
-        }))),
+        })),
     };
-    let mut response = Response::new(body);
+    let mut response = Response::new(InlineBody(state, passed));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = headers;
     Ok(response)
 }
 
-/// A response body from [`exchange`].
+/// A response body from [`exchange`], with the head's fields when they pass through.
 #[derive(Debug)]
-pub struct InlineBody(State);
+pub struct InlineBody(State, Option<PassedHead>);
+
+impl InlineBody {
+    /// The response's fields that are not in its header map (see [`PassedHead`]).
+    pub(crate) fn take_passed_head(&mut self) -> Option<PassedHead> {
+        self.1.take()
+    }
+}
+
+/// An upstream response's header fields, kept as parsed (names, and values as ranges of
+/// the head's bytes) instead of in the response's header map, which then holds only what
+/// the proxy adds. The HTTP/1.1 writer writes them first; anything else that needs the
+/// headers whole (header mutations, hyper's HTTP/2 server) moves them into the map first
+/// with [`PassedHead::into_map`]. Only heads without connection-specific fields pass.
+/// httparse has already refused values that `HeaderValue` would refuse.
+#[derive(Debug)]
+pub(crate) struct PassedHead {
+    bytes: Bytes,
+    fields: buffers::HeaderList,
+}
+
+impl PassedHead {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, range)| (name, self.bytes.get(range.clone()).unwrap_or_default()))
+    }
+
+    /// Puts the fields in `map`, ahead of what it holds.
+    pub(crate) fn into_map(mut self, map: &mut http::HeaderMap) {
+        let mut merged = buffers::header_map(self.fields.len() + map.len());
+        for (name, range) in self.fields.drain(..) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(self.bytes.slice(range)) {
+                merged.append(name, value);
+            }
+        }
+        let mut previous = None;
+        for (name, value) in map.drain() {
+            // `drain` names only the first of each name's values.
+            if let Some(name) = name {
+                previous = Some(name);
+            }
+            if let Some(name) = &previous {
+                merged.append(name.clone(), value);
+            }
+        }
+        buffers::put_header_map(std::mem::replace(map, merged));
+    }
+}
+
+impl Drop for PassedHead {
+    fn drop(&mut self) {
+        buffers::put_header_list(std::mem::take(&mut self.fields));
+    }
+}
 
 #[derive(Debug)]
 enum State {
