@@ -1597,7 +1597,7 @@ async fn a_draining_listener_answers_http1_with_connection_close_and_then_closes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_still_in_flight_at_the_drain_deadline_is_cut_off() {
+async fn connections_left_at_the_drain_deadline_are_closed_busy_or_idle() {
     let a = backend("a").await;
     let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
     let mut config = proxy_config(
@@ -1605,49 +1605,34 @@ async fn a_request_still_in_flight_at_the_drain_deadline_is_cut_off() {
         vec![cluster("a", &[a.addr])],
     );
     let h = Harness::start(config.clone()).await;
-    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
-    stream
-        .write_all(b"GET /sleep/6000 HTTP/1.1\r\nHost: a\r\n\r\n")
+    // One connection waits between requests as it does after any exchange; the other has a
+    // request in flight that the upstream would answer after 6 s.
+    let mut idle = TcpStream::connect(h.addr("http")).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_message(&mut idle, &mut buf).await.unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+    }
+    let mut busy = TcpStream::connect(h.addr("http")).await.unwrap();
+    busy.write_all(b"GET /sleep/6000 HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // Removed: the listener drains for the harness's drain timeout (2 s), then what is left
-    // is closed, this request included (the upstream would answer after 6 s).
+    // Removed: the listener drains for the harness's drain timeout (2 s); the idle connection
+    // is left open meanwhile (a request could cross a close), then both are closed.
     config.listeners.clear();
     h.push(config).await;
-    let waited = closed_after(&mut stream).await;
-    assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
-    h.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_http1_connection_is_closed_at_the_drain_deadline() {
-    let a = backend("a").await;
-    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
-    let mut config = proxy_config(
-        vec![http_listener("http", rc)],
-        vec![cluster("a", &[a.addr])],
-    );
-    let h = Harness::start(config.clone()).await;
-    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
-    let mut buf = Vec::new();
-    // Two exchanges first, so the connection waits as it does between requests.
-    for _ in 0..2 {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let (head, _) = read_message(&mut stream, &mut buf).await.unwrap();
-        assert!(head.starts_with("http/1.1 200"), "{head}");
-    }
-    // Removed: the idle connection is left open while the listener drains (a request could
-    // cross a close), and closed at the harness's drain deadline (2 s).
-    config.listeners.clear();
-    h.push(config).await;
-    let waited = closed_after(&mut stream).await;
+    let (busy_waited, idle_waited) = tokio::join!(closed_after(&mut busy), closed_after(&mut idle));
     assert!(
-        waited > Duration::from_millis(1000) && waited < Duration::from_secs(4),
-        "closed after {waited:?}"
+        busy_waited < Duration::from_secs(4),
+        "busy closed after {busy_waited:?}"
+    );
+    assert!(
+        idle_waited > Duration::from_millis(1000) && idle_waited < Duration::from_secs(4),
+        "idle closed after {idle_waited:?}"
     );
     h.shutdown().await;
 }

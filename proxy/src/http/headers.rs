@@ -157,86 +157,89 @@ pub struct Levels<'a> {
     pub config: &'a RouteConfig,
 }
 
-impl Levels<'_> {
+/// One level's changes to one side's headers: the names it removes, the headers it adds.
+type LevelChanges<'a> = (&'a [String], &'a [HeaderValueOption]);
+
+impl<'a> Levels<'a> {
+    /// Each level's request header changes, in Envoy's order: weighted cluster, route,
+    /// virtual host, route configuration.
+    fn request_changes(&self) -> [Option<LevelChanges<'a>>; 4] {
+        [
+            self.weighted.map(|w| {
+                (
+                    &w.request_headers_to_remove[..],
+                    &w.request_headers_to_add[..],
+                )
+            }),
+            Some((
+                &self.route.request_headers_to_remove,
+                &self.route.request_headers_to_add,
+            )),
+            Some((
+                &self.vhost.request_headers_to_remove,
+                &self.vhost.request_headers_to_add,
+            )),
+            Some((
+                &self.config.request_headers_to_remove,
+                &self.config.request_headers_to_add,
+            )),
+        ]
+    }
+
+    /// Each level's response header changes, in the same order.
+    fn response_changes(&self) -> [Option<LevelChanges<'a>>; 4] {
+        [
+            self.weighted.map(|w| {
+                (
+                    &w.response_headers_to_remove[..],
+                    &w.response_headers_to_add[..],
+                )
+            }),
+            Some((
+                &self.route.response_headers_to_remove,
+                &self.route.response_headers_to_add,
+            )),
+            Some((
+                &self.vhost.response_headers_to_remove,
+                &self.vhost.response_headers_to_add,
+            )),
+            Some((
+                &self.config.response_headers_to_remove,
+                &self.config.response_headers_to_add,
+            )),
+        ]
+    }
+
     /// Whether any level adds or removes request headers.
-    pub fn mutates_response(&self) -> bool {
-        let weighted = self.weighted.is_some_and(|w| {
-            !w.response_headers_to_remove.is_empty() || !w.response_headers_to_add.is_empty()
-        });
-        weighted
-            || !self.route.response_headers_to_remove.is_empty()
-            || !self.route.response_headers_to_add.is_empty()
-            || !self.vhost.response_headers_to_remove.is_empty()
-            || !self.vhost.response_headers_to_add.is_empty()
-            || !self.config.response_headers_to_remove.is_empty()
-            || !self.config.response_headers_to_add.is_empty()
-    }
-
     pub fn mutates_request(&self) -> bool {
-        let weighted = self.weighted.is_some_and(|w| {
-            !w.request_headers_to_remove.is_empty() || !w.request_headers_to_add.is_empty()
-        });
-        weighted
-            || !self.route.request_headers_to_remove.is_empty()
-            || !self.route.request_headers_to_add.is_empty()
-            || !self.vhost.request_headers_to_remove.is_empty()
-            || !self.vhost.request_headers_to_add.is_empty()
-            || !self.config.request_headers_to_remove.is_empty()
-            || !self.config.request_headers_to_add.is_empty()
+        changes_any(self.request_changes())
     }
 
-    /// Envoy's order: weighted cluster, route, virtual host, route configuration; each level
-    /// removes, then adds. Later levels win (Envoy's default, `most_specific_header_mutations_wins`
-    /// false).
+    /// Whether any level adds or removes response headers.
+    pub fn mutates_response(&self) -> bool {
+        changes_any(self.response_changes())
+    }
+
+    /// Envoy's order (see `request_changes`); each level removes, then adds. Later levels win
+    /// (Envoy's default, `most_specific_header_mutations_wins` false).
     pub fn mutate_request(&self, headers: &mut HeaderMap) {
-        if let Some(w) = self.weighted {
-            apply_level(
-                headers,
-                &w.request_headers_to_remove,
-                &w.request_headers_to_add,
-            );
+        for (remove, add) in self.request_changes().into_iter().flatten() {
+            apply_level(headers, remove, add);
         }
-        apply_level(
-            headers,
-            &self.route.request_headers_to_remove,
-            &self.route.request_headers_to_add,
-        );
-        apply_level(
-            headers,
-            &self.vhost.request_headers_to_remove,
-            &self.vhost.request_headers_to_add,
-        );
-        apply_level(
-            headers,
-            &self.config.request_headers_to_remove,
-            &self.config.request_headers_to_add,
-        );
     }
 
     pub fn mutate_response(&self, headers: &mut HeaderMap) {
-        if let Some(w) = self.weighted {
-            apply_level(
-                headers,
-                &w.response_headers_to_remove,
-                &w.response_headers_to_add,
-            );
+        for (remove, add) in self.response_changes().into_iter().flatten() {
+            apply_level(headers, remove, add);
         }
-        apply_level(
-            headers,
-            &self.route.response_headers_to_remove,
-            &self.route.response_headers_to_add,
-        );
-        apply_level(
-            headers,
-            &self.vhost.response_headers_to_remove,
-            &self.vhost.response_headers_to_add,
-        );
-        apply_level(
-            headers,
-            &self.config.response_headers_to_remove,
-            &self.config.response_headers_to_add,
-        );
     }
+}
+
+fn changes_any(levels: [Option<LevelChanges<'_>>; 4]) -> bool {
+    levels
+        .into_iter()
+        .flatten()
+        .any(|(remove, add)| !remove.is_empty() || !add.is_empty())
 }
 
 /// `x-envoy-upstream-service-time` values; the common small ones are shared, not allocated.
