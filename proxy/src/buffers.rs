@@ -82,8 +82,9 @@ pub(crate) fn take() -> BytesMut {
         let start = spare.len() - depth;
         let found = spare[start..]
             .iter_mut()
-            .rposition(|buf| buf.try_reclaim(READ_CHUNK))?;
-        Some(spare.remove(start + found))
+            .rposition(|buf| buf.capacity() >= READ_CHUNK || buf.try_reclaim(READ_CHUNK))?;
+        // The order of the spares does not matter: no shifting of the ones above it.
+        Some(spare.swap_remove(start + found))
     });
     reclaimed.unwrap_or_else(|| BytesMut::with_capacity(READ_CHUNK))
 }

@@ -915,6 +915,32 @@ async fn retries_move_to_another_endpoint() {
             assert_eq!(r.backend(), "good");
         }
     }
+    // Request bodies survive a try that could not connect: a small one (buffered for retries,
+    // sent by our own client), and ones past the retry buffer limit, with a length or
+    // chunked, streamed through hyper's client, which hands the unsent request back.
+    for len in [10, 70 * 1024] {
+        for _ in 0..4 {
+            let req = Request::post(h.url("http", "/connect"))
+                .body(full("x".repeat(len)))
+                .unwrap();
+            let r = send(&client, req).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert!(r.body.contains(&format!("body_len={len}\n")), "{}", r.body);
+        }
+    }
+    for _ in 0..4 {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Frame::data(Bytes::from("chunked "))).await.unwrap();
+        tx.send(Frame::data(Bytes::from("body"))).await.unwrap();
+        drop(tx);
+        let req = Request::post(h.url("http", "/connect"))
+            .body(ChannelBody(rx).boxed_unsync())
+            .unwrap();
+        let r = send(&client, req).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("h:transfer-encoding=chunked\n"), "{}", r.body);
+        assert!(r.body.contains("body_len=12\n"), "{}", r.body);
+    }
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
         !stats.contains("cluster.mixed.upstream_rq_retry: 0"),

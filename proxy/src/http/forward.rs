@@ -23,14 +23,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONNECTION, EXPECT, HOST, LOCATION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
 
 use super::ConnCtx;
-use super::body::{DownstreamBody, RequestBody, ResponseBody, StreamTimer, UpstreamBody};
+use super::body::{DownstreamBody, ResponseBody, StreamTimer, UpstreamBody};
 use super::headers::{
     self, Levels, RequestFacts, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
@@ -38,15 +38,21 @@ use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
 use crate::error::{ProxyError, Retry, local_reply};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
 use crate::runtime::ClusterRuntime;
-use crate::upstream::{InFlight, PooledHttp1, ResponseStream, SendError};
+use crate::upstream::{
+    BodySource, InFlight, PooledHttp1, ResponseStream, SendError, UpstreamRequest,
+};
 
 /// Largest request body (with a known length) buffered so that it can be retried.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 /// Routes and answers one request.
+///
+/// The request stays where the caller keeps it (its head is moved out as needed): a request
+/// is a few hundred bytes, and each async layer it passed through by value would copy it
+/// twice.
 pub(super) async fn proxy(
     ctx: &Arc<ConnCtx>,
-    req: Request<DownstreamBody>,
+    req: &mut Request<DownstreamBody>,
     timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let stats = &ctx.listener.stats;
@@ -162,51 +168,6 @@ fn wants_upgrade(facts: RequestFacts, req: &Request<DownstreamBody>) -> bool {
         && headers::connection_has(req.headers(), "upgrade")
 }
 
-enum BodySource {
-    Empty,
-    Buffered(Bytes),
-    Stream(Option<DownstreamBody>),
-}
-
-/// What every try is built from.
-struct Template {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    body: BodySource,
-    /// Keep a copy of the head for another try.
-    keep: bool,
-    /// The request asks for a protocol upgrade.
-    upgrade: bool,
-}
-
-impl Template {
-    fn replayable(&self) -> bool {
-        !matches!(self.body, BodySource::Stream(_))
-    }
-
-    fn build(&mut self) -> Option<Request<RequestBody>> {
-        let body = match &mut self.body {
-            BodySource::Empty => RequestBody::Empty,
-            BodySource::Buffered(bytes) => RequestBody::full(bytes.clone()),
-            BodySource::Stream(body) => RequestBody::Stream(body.take()?),
-        };
-        let mut req = Request::new(body);
-        if self.keep {
-            *req.method_mut() = self.method.clone();
-            *req.uri_mut() = self.uri.clone();
-            *req.headers_mut() = self.headers.clone();
-        } else {
-            *req.method_mut() = std::mem::take(&mut self.method);
-            *req.uri_mut() = std::mem::take(&mut self.uri);
-            *req.headers_mut() = std::mem::take(&mut self.headers);
-        }
-        *req.version_mut() = self.version;
-        Some(req)
-    }
-}
-
 /// The upstream response that ends the tries.
 struct Upstream {
     response: Response<ResponseStream>,
@@ -224,25 +185,22 @@ async fn forward(
     action: &ForwardAction,
     matched: usize,
     hash: Option<u64>,
-    mut req: Request<DownstreamBody>,
+    req: &mut Request<DownstreamBody>,
     facts: RequestFacts,
     timer: Option<Pin<&mut Sleep>>,
 ) -> Response<ResponseBody> {
     let arrived = Instant::now();
     let grpc = facts.grpc;
     let http2 = cluster.config.http2;
-    let upgrade = wants_upgrade(facts, &req);
+    let upgrade = wants_upgrade(facts, req);
     if upgrade && http2 {
         return reply(levels, &ProxyError::UpgradeToHttp2, grpc);
     }
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let http::request::Parts {
-        method,
-        uri,
-        mut headers,
-        ..
-    } = parts;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let method = std::mem::take(req.method_mut());
+    let uri = std::mem::take(req.uri_mut());
+    let mut headers = std::mem::take(req.headers_mut());
+    let body = std::mem::replace(req.body_mut(), DownstreamBody::Buffered(None));
     let upgrade_protocol = if upgrade {
         headers.get(UPGRADE).cloned()
     } else {
@@ -355,19 +313,20 @@ async fn forward(
     } else {
         BodySource::Stream(Some(body))
     };
-    let mut template = Template {
+    let version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let mut upstream_req = UpstreamRequest::new(
         method,
-        uri: upstream_uri,
-        version: if http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        },
+        upstream_uri,
+        version,
         headers,
         body,
-        keep: policy.is_some(),
+        policy.is_some(),
         upgrade,
-    };
+    );
 
     let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
     // The tries future is made in each arm (pinned in place) rather than once before the
@@ -379,7 +338,7 @@ async fn forward(
                 cluster,
                 hash,
                 policy,
-                &mut template,
+                &mut upstream_req,
                 first_try
             ));
             match within(deadline, timer, tries).await {
@@ -390,7 +349,7 @@ async fn forward(
                 }
             }
         }
-        None => send_with_retries(cluster, hash, policy, &mut template, first_try).await,
+        None => send_with_retries(cluster, hash, policy, &mut upstream_req, first_try).await,
     };
     let Upstream {
         mut response,
@@ -528,7 +487,7 @@ async fn send_with_retries(
     cluster: &ClusterRuntime,
     hash: Option<u64>,
     policy: Option<&RetryPolicy>,
-    template: &mut Template,
+    req: &mut UpstreamRequest,
     first_try: Instant,
 ) -> Result<Upstream, ProxyError> {
     let max_retries = policy.map_or(0, |p| p.num_retries);
@@ -536,9 +495,7 @@ async fn send_with_retries(
         .and_then(|p| p.per_try_timeout)
         .filter(|d| !d.is_zero());
     let stats = &cluster.stats;
-    let upgrade = template.upgrade;
     let mut tried: Vec<usize> = Vec::new();
-    let mut pending: Option<Request<RequestBody>> = None;
     let mut retries = 0;
     loop {
         let Some(index) = cluster.balancer.pick(hash, &tried) else {
@@ -549,10 +506,6 @@ async fn send_with_retries(
             stats.upstream_cx_none_healthy.inc();
             return Err(ProxyError::NoHealthyUpstream);
         };
-        let Some(request) = pending.take().or_else(|| template.build()) else {
-            // Unreachable: a consumed streaming body is never retried.
-            return Err(ProxyError::NoHealthyUpstream);
-        };
         let in_flight = InFlight::start(pool, cluster.balancer.start(index));
         let started = if retries == 0 {
             first_try
@@ -560,7 +513,7 @@ async fn send_with_retries(
             Instant::now()
         };
         let sent = match per_try {
-            Some(limit) => match tokio::time::timeout(limit, pool.send(request, upgrade)).await {
+            Some(limit) => match tokio::time::timeout(limit, pool.send(req)).await {
                 Ok(sent) => sent,
                 Err(_) => {
                     stats.upstream_rq_per_try_timeout.inc();
@@ -568,7 +521,7 @@ async fn send_with_retries(
                     Err(SendError::Sent(ProxyError::PerTryTimeout))
                 }
             },
-            None => pool.send(request, upgrade).await,
+            None => pool.send(req).await,
         };
         let may_retry = retries < max_retries;
         match sent {
@@ -583,7 +536,7 @@ async fn send_with_retries(
                     pool.stats.rq_success.inc();
                 }
                 if may_retry
-                    && template.replayable()
+                    && req.replayable()
                     && policy.is_some_and(|p| retry_on_status(p, status))
                 {
                     drop((response, conn, in_flight));
@@ -599,13 +552,12 @@ async fn send_with_retries(
                     });
                 }
             }
-            Err(SendError::NotSent(error, request)) => {
+            Err(SendError::NotSent(error)) => {
                 pool.stats.rq_error.inc();
                 if !(may_retry && policy.is_some_and(|p| retry_on_error(p, &error))) {
                     return Err(error);
                 }
                 tracing::debug!(%error, endpoint = %pool.addr, "retrying");
-                pending = Some(*request);
             }
             Err(SendError::Sent(error)) => {
                 pool.stats.rq_error.inc();
@@ -613,7 +565,7 @@ async fn send_with_retries(
                     stats.upstream_rq_rx_reset.inc();
                 }
                 if !(may_retry
-                    && template.replayable()
+                    && req.replayable()
                     && policy.is_some_and(|p| retry_on_error(p, &error)))
                 {
                     return Err(error);

@@ -32,10 +32,10 @@ use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
-use super::{ConnCtx, handle};
+use super::{ConnCtx, respond};
 use crate::buffers::{self, READ_CHUNK};
 use crate::listener::Drain;
 
@@ -246,7 +246,7 @@ pub(crate) async fn serve(
         };
         drop(head_bytes);
         let head_only = request.method() == Method::HEAD;
-        // A draining listener's connections answer `Connection: close` (see `handle`); an
+        // A draining listener's connections answer `Connection: close` (see `respond`); an
         // idle HTTP/1.1 connection is not closed, where a request could cross the close.
         if drain.has_changed().unwrap_or(true) && *drain.borrow_and_update() != Drain::Running {
             ctx.draining.store(true, Relaxed);
@@ -254,7 +254,8 @@ pub(crate) async fn serve(
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
-        let mut answer = buffers::reuse(|| handle(Arc::clone(ctx), request, Some(idle)));
+        let mut answer =
+            buffers::reuse(|| exchange(Arc::clone(ctx), request, idle, stream, head_only));
         // The abort future keeps its waker from its first poll (every poll comes from this
         // task): after that it only needs asking once the drain state has changed.
         let answer = std::future::poll_fn(|cx| {
@@ -268,18 +269,16 @@ pub(crate) async fn serve(
             abort.as_mut().poll(cx).map(|()| None)
         })
         .await;
-        let Some((response, timer)) = answer else {
+        // Aborted: the stream went with the request's future.
+        let Some(Exchanged {
+            written,
+            timer,
+            stream: lent,
+        }) = answer
+        else {
             return Outcome::Closed;
         };
-        let Some(timer) = timer else {
-            return Outcome::Closed;
-        };
-        idle = timer;
-        let written = tokio::select! {
-            biased;
-            written = write_response(&mut stream, response, head_only) => written,
-            () = &mut abort => return Outcome::Closed,
-        };
+        (idle, stream) = (timer, lent);
         last_active = Instant::now();
         // The request may have moved the timer to its route deadline (it only moves it
         // earlier): bring it back to the idle deadline if that is earlier still.
@@ -444,17 +443,48 @@ enum Written {
     Close,
 }
 
+/// What a request's future gives back: the outcome of writing its response, and the
+/// connection's timer and stream it was lent.
+struct Exchanged {
+    written: io::Result<Written>,
+    timer: Pin<Box<Sleep>>,
+    stream: TcpStream,
+}
+
+/// Answers one request and writes the answer, all in the request's future: the response is
+/// written where it is made rather than handed back up through every layer (each copies it,
+/// and it is a few hundred bytes). The connection's timer (for the route timeout, see
+/// `forward::within`) and its stream are lent to it.
+async fn exchange(
+    ctx: Arc<ConnCtx>,
+    mut request: Request<DownstreamBody>,
+    mut timer: Pin<Box<Sleep>>,
+    mut stream: TcpStream,
+    head_only: bool,
+) -> Exchanged {
+    let mut response = respond(&ctx, &mut request, Some(timer.as_mut())).await;
+    drop(request);
+    let written = write_response(&mut stream, &mut response, head_only).await;
+    Exchanged {
+        written,
+        timer,
+        stream,
+    }
+}
+
 /// Writes the head and streams the body: with its length when known, chunked otherwise.
 /// The output buffer comes from the spare stock and goes back to it.
 async fn write_response(
     stream: &mut TcpStream,
-    response: Response<ResponseBody>,
+    response: &mut Response<ResponseBody>,
     head_only: bool,
 ) -> io::Result<Written> {
-    let (parts, mut body) = response.into_parts();
-    let no_body = head_only || bodyless(parts.status);
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let body = response.body_mut();
+    let no_body = head_only || bodyless(status);
     let mut out = buffers::take();
-    status_line(&mut out, parts.status);
+    status_line(&mut out, status);
     // What the names tell is noted on the way, rather than looked up (hashed) afterwards.
     let (mut has_date, mut has_length, mut close) = (false, false, false);
     let mut field = |name: &HeaderName, value: &[u8]| {
@@ -479,7 +509,7 @@ async fn write_response(
         field(name, value);
     }
     drop(passed);
-    for (name, value) in &parts.headers {
+    for (name, value) in &headers {
         field(name, value.as_bytes());
     }
     let written = if close {
@@ -502,7 +532,7 @@ async fn write_response(
         true
     };
     out.extend_from_slice(b"\r\n");
-    buffers::put_header_map(parts.headers);
+    buffers::put_header_map(headers);
     if no_body {
         stream.write_all(&out).await?;
         buffers::put(out);

@@ -181,7 +181,8 @@ async fn serve_with_hyper(
         service_fn(move |req: Request<Incoming>| {
             let ctx = Arc::clone(&ctx);
             async move {
-                let (response, _) = handle(ctx, req.map(DownstreamBody::Hyper), None).await;
+                let mut req = req.map(DownstreamBody::Hyper);
+                let response = respond(&ctx, &mut req, None).await;
                 // hyper writes only the header map.
                 let (mut parts, mut body) = response.into_parts();
                 if let Some(passed) = body.take_passed_head() {
@@ -255,21 +256,20 @@ async fn serve_with_hyper(
     }
 }
 
-/// `timer`: the connection's own timer, lent for the route timeout when requests come one at
-/// a time (see `forward::within`), and given back with the response. It is moved in rather
-/// than borrowed so that the request's future owns everything it uses (see
-/// `buffers::reuse`).
-async fn handle(
-    ctx: Arc<ConnCtx>,
-    req: Request<DownstreamBody>,
-    mut timer: Option<Pin<Box<Sleep>>>,
-) -> (hyper::Response<body::ResponseBody>, Option<Pin<Box<Sleep>>>) {
-    let guard = RequestGuard::start(&ctx);
+/// Answers one request, counting it from here to the end of its response body (the count
+/// goes with the body). `timer`: the connection's own timer, lent for the route timeout when
+/// requests come one at a time (see `forward::within`).
+async fn respond(
+    ctx: &Arc<ConnCtx>,
+    req: &mut Request<DownstreamBody>,
+    timer: Option<Pin<&mut Sleep>>,
+) -> hyper::Response<body::ResponseBody> {
+    let guard = RequestGuard::start(ctx);
     let http2 = req.version() == Version::HTTP_2;
     if http2 && !ctx.http2.load(Relaxed) {
         ctx.http2.store(true, Relaxed);
     }
-    let mut response = forward::proxy(&ctx, req, timer.as_mut().map(Pin::as_mut)).await;
+    let mut response = forward::proxy(ctx, req, timer).await;
     ctx.listener
         .stats
         .downstream_rq_xx
@@ -284,5 +284,5 @@ async fn handle(
         }
     }
     response.body_mut().attach(guard);
-    (response, timer)
+    response
 }

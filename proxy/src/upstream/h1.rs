@@ -18,14 +18,14 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{EndpointPool, UpstreamCx};
+use super::{EndpointPool, UpstreamCx, UpstreamRequest};
 use crate::buffers::{self, READ_CHUNK};
-use crate::http::body::{BoxError, DownstreamBody, RequestBody};
+use crate::http::body::BoxError;
 
 /// httparse needs a fixed header array; hyper's default limit is the same.
 const MAX_HEADERS: usize = 100;
@@ -86,26 +86,15 @@ pub(crate) enum Failure {
     Malformed(&'static str),
 }
 
-/// The request body if it is in memory (what this client sends), else `None`.
-pub(crate) fn in_memory_body(body: &RequestBody) -> Option<Option<Bytes>> {
-    match body {
-        RequestBody::Empty => Some(None),
-        RequestBody::Full(bytes) | RequestBody::Stream(DownstreamBody::Buffered(bytes)) => {
-            Some(bytes.clone())
-        }
-        RequestBody::Stream(DownstreamBody::Hyper(_)) => None,
-    }
-}
-
 /// Writes the request head, and the body when it is small, into `out`. The request's own
 /// framing headers are replaced by a `content-length` for the body in memory.
-pub(crate) fn encode_request(req: &Request<RequestBody>, body: Option<&Bytes>, out: &mut BytesMut) {
-    out.extend_from_slice(req.method().as_str().as_bytes());
+pub(crate) fn encode_request(req: &UpstreamRequest, body: Option<&Bytes>, out: &mut BytesMut) {
+    out.extend_from_slice(req.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
-    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
+    for (name, value) in &req.headers {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
@@ -116,7 +105,7 @@ pub(crate) fn encode_request(req: &Request<RequestBody>, body: Option<&Bytes>, o
     }
     let len = body.map_or(0, Bytes::len);
     // Methods that usually carry a body say that this one is empty, as hyper does.
-    if len > 0 || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+    if len > 0 || matches!(req.method, Method::POST | Method::PUT | Method::PATCH) {
         let _ = write!(out, "content-length: {len}\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -649,6 +638,8 @@ impl Body for InlineBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::BodySource;
+    use http::HeaderMap;
 
     fn head(text: &str) -> Head {
         match parse_head(text.as_bytes(), false) {
@@ -773,14 +764,19 @@ mod tests {
 
     #[test]
     fn requests_are_framed_by_their_body_in_memory() {
-        let mut req = Request::new(RequestBody::Empty);
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = "/a?b=1".parse().unwrap();
-        req.headers_mut().insert("host", "svc".parse().unwrap());
-        req.headers_mut()
-            .insert("content-length", "99".parse().unwrap());
-        req.headers_mut()
-            .insert("transfer-encoding", "chunked".parse().unwrap());
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "svc".parse().unwrap());
+        headers.insert("content-length", "99".parse().unwrap());
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        let mut req = UpstreamRequest::new(
+            Method::POST,
+            "/a?b=1".parse().unwrap(),
+            Version::HTTP_11,
+            headers,
+            BodySource::Empty,
+            false,
+            false,
+        );
         let mut out = BytesMut::new();
         encode_request(&req, Some(&Bytes::from_static(b"abc")), &mut out);
         assert_eq!(
@@ -793,7 +789,7 @@ mod tests {
             &out[..],
             b"POST /a?b=1 HTTP/1.1\r\nhost: svc\r\ncontent-length: 0\r\n\r\n"
         );
-        *req.method_mut() = Method::GET;
+        req.method = Method::GET;
         out.clear();
         encode_request(&req, None, &mut out);
         assert_eq!(&out[..], b"GET /a?b=1 HTTP/1.1\r\nhost: svc\r\n\r\n");

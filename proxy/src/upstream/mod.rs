@@ -12,6 +12,9 @@
 //! the connect settings are unchanged, so an EDS update keeps the warm connections.
 
 pub mod h1;
+mod request;
+
+pub use request::{BodySource, UpstreamRequest};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,19 +106,38 @@ impl ClusterUpstream {
     }
 }
 
-/// Why a send failed, and whether the request came back untouched.
+/// Why a send failed, and whether the request can be tried again as it is.
 #[derive(Debug)]
 pub enum SendError {
-    /// Nothing was written upstream; the request is handed back for another try.
-    NotSent(ProxyError, Box<Request<RequestBody>>),
-    /// The upstream may have seen the request; its body is gone.
+    /// Nothing was written upstream: the request is intact for another try.
+    NotSent(ProxyError),
+    /// The upstream may have seen the request; a streamed body is gone.
     Sent(ProxyError),
 }
 
 impl SendError {
     pub fn error(&self) -> &ProxyError {
         match self {
-            SendError::NotSent(e, _) | SendError::Sent(e) => e,
+            SendError::NotSent(e) | SendError::Sent(e) => e,
+        }
+    }
+}
+
+/// A failure of hyper's clients, which hand an unsent request back.
+enum HyperSendError {
+    NotSent(ProxyError, Box<Request<RequestBody>>),
+    Sent(ProxyError),
+}
+
+impl HyperSendError {
+    /// The error for the caller; an unsent request goes back to `req` for the next try.
+    fn hand_back(self, req: &mut UpstreamRequest) -> SendError {
+        match self {
+            HyperSendError::NotSent(e, back) => {
+                req.hand_back(back);
+                SendError::NotSent(e)
+            }
+            HyperSendError::Sent(e) => SendError::Sent(e),
         }
     }
 }
@@ -330,27 +352,34 @@ impl EndpointPool {
     }
 
     /// Sends `req` on a pooled or new connection. For HTTP/1.1 through hyper the connection
-    /// comes back with the response, to be released when the response body ends. `upgrade`:
-    /// the request carries `Upgrade` (and needs hyper's client).
+    /// comes back with the response, to be released when the response body ends.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<RequestBody>,
-        upgrade: bool,
+        req: &mut UpstreamRequest,
     ) -> Result<(Response<ResponseStream>, Option<PooledHttp1>), SendError> {
+        if !self.settings.http2
+            && let Some(body) = req.body_in_memory()
+        {
+            let response = self.send_inline(req, body).await?;
+            return Ok((response.map(ResponseStream::Inline), None));
+        }
+        // A streamed body taken by an earlier try cannot be sent again (and such a try is
+        // never repeated).
+        let Some(hyper_req) = req.for_hyper() else {
+            return Err(SendError::Sent(ProxyError::NoHealthyUpstream));
+        };
         if self.settings.http2 {
-            let response = self.send_h2(req).await?;
+            let response = self
+                .send_h2(hyper_req)
+                .await
+                .map_err(|e| e.hand_back(req))?;
             return Ok((response.map(ResponseStream::Hyper), None));
         }
-        match h1::in_memory_body(req.body()) {
-            Some(body) if !upgrade => {
-                let response = self.send_inline(req, body).await?;
-                Ok((response.map(ResponseStream::Inline), None))
-            }
-            _ => {
-                let (response, conn) = self.send_h1(req).await?;
-                Ok((response.map(ResponseStream::Hyper), Some(conn)))
-            }
-        }
+        let (response, conn) = self
+            .send_h1(hyper_req)
+            .await
+            .map_err(|e| e.hand_back(req))?;
+        Ok((response.map(ResponseStream::Hyper), Some(conn)))
     }
 
     fn take_idle_inline(&self) -> Option<h1::Conn> {
@@ -364,12 +393,12 @@ impl EndpointPool {
     /// this task.
     async fn send_inline(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
+        req: &UpstreamRequest,
         body: Option<Bytes>,
     ) -> Result<Response<h1::InlineBody>, SendError> {
-        let head_request = req.method() == Method::HEAD;
+        let head_request = req.method == Method::HEAD;
         let mut out = buffers::take();
-        h1::encode_request(&req, body.as_ref(), &mut out);
+        h1::encode_request(req, body.as_ref(), &mut out);
         // A connection the server closed while it was idle is skipped (seen by its read
         // readiness). One that closes just as the request goes out is an upstream reset, left
         // to the route's retry policy as in Envoy.
@@ -391,18 +420,18 @@ impl EndpointPool {
                 Ok((stream, cx)) => h1::Conn::new(stream, cx),
                 Err(e) => {
                     buffers::put(out);
-                    return Err(SendError::NotSent(e, Box::new(req)));
+                    return Err(SendError::NotSent(e));
                 }
             },
         };
-        let result = h1::exchange(self, conn, out, body.as_ref(), head_request).await;
-        buffers::put_header_map(std::mem::take(req.headers_mut()));
-        result.map_err(|failure| {
-            SendError::Sent(match failure {
-                h1::Failure::Io(e) => ProxyError::UpstreamReset(Box::new(e)),
-                h1::Failure::Malformed(reason) => ProxyError::UpstreamProtocol(reason),
+        h1::exchange(self, conn, out, body.as_ref(), head_request)
+            .await
+            .map_err(|failure| {
+                SendError::Sent(match failure {
+                    h1::Failure::Io(e) => ProxyError::UpstreamReset(Box::new(e)),
+                    h1::Failure::Malformed(reason) => ProxyError::UpstreamProtocol(reason),
+                })
             })
-        })
     }
 
     fn take_idle(&self) -> Option<Http1Conn> {
@@ -412,7 +441,7 @@ impl EndpointPool {
     async fn send_h1(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, PooledHttp1), SendError> {
+    ) -> Result<(Response<Incoming>, PooledHttp1), HyperSendError> {
         let mut skipped = 0;
         while skipped < MAX_STALE_SKIPS {
             let Some(mut conn) = self.take_idle() else {
@@ -434,7 +463,7 @@ impl EndpointPool {
                         skipped += 1;
                     }
                     None => {
-                        return Err(SendError::Sent(ProxyError::UpstreamReset(
+                        return Err(HyperSendError::Sent(ProxyError::UpstreamReset(
                             e.into_error().into(),
                         )));
                     }
@@ -445,16 +474,16 @@ impl EndpointPool {
         // request's future would otherwise carry room for it.
         let mut sender = match Box::pin(self.connect_h1()).await {
             Ok(sender) => sender,
-            Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+            Err(e) => return Err(HyperSendError::NotSent(e, Box::new(req))),
         };
         match sender.try_send_request(req).await {
             Ok(response) => Ok((response, self.lend(Http1Conn { sender, uses: 1 }))),
             Err(mut e) => match e.take_message() {
-                Some(back) => Err(SendError::NotSent(
+                Some(back) => Err(HyperSendError::NotSent(
                     ProxyError::Handshake(e.into_error()),
                     Box::new(back),
                 )),
-                None => Err(SendError::Sent(ProxyError::UpstreamReset(
+                None => Err(HyperSendError::Sent(ProxyError::UpstreamReset(
                     e.into_error().into(),
                 ))),
             },
@@ -522,7 +551,7 @@ impl EndpointPool {
     async fn send_h2(
         &self,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, HyperSendError> {
         // A connection that went away (GOAWAY, close) hands the request back; one fresh
         // connection is tried before giving up.
         let mut last_error = None;
@@ -531,7 +560,7 @@ impl EndpointPool {
                 Some(sender) => sender,
                 None => match Box::pin(self.connect_h2()).await {
                     Ok(sender) => sender,
-                    Err(e) => return Err(SendError::NotSent(e, Box::new(req))),
+                    Err(e) => return Err(HyperSendError::NotSent(e, Box::new(req))),
                 },
             };
             let mut sender = sender;
@@ -547,7 +576,7 @@ impl EndpointPool {
                         last_error = Some(e.into_error());
                     }
                     None => {
-                        return Err(SendError::Sent(ProxyError::UpstreamReset(
+                        return Err(HyperSendError::Sent(ProxyError::UpstreamReset(
                             e.into_error().into(),
                         )));
                     }
@@ -555,8 +584,11 @@ impl EndpointPool {
             }
         }
         match last_error {
-            Some(e) => Err(SendError::NotSent(ProxyError::Handshake(e), Box::new(req))),
-            None => Err(SendError::NotSent(
+            Some(e) => Err(HyperSendError::NotSent(
+                ProxyError::Handshake(e),
+                Box::new(req),
+            )),
+            None => Err(HyperSendError::NotSent(
                 ProxyError::ConnectTimeout,
                 Box::new(req),
             )),
