@@ -938,7 +938,11 @@ async fn retries_move_to_another_endpoint() {
             .unwrap();
         let r = send(&client, req).await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert!(r.body.contains("h:transfer-encoding=chunked\n"), "{}", r.body);
+        assert!(
+            r.body.contains("h:transfer-encoding=chunked\n"),
+            "{}",
+            r.body
+        );
         assert!(r.body.contains("body_len=12\n"), "{}", r.body);
     }
     let (_, stats) = h.admin_get("/stats").await;
@@ -1176,6 +1180,13 @@ async fn oversized_and_malformed_requests_are_refused_alone() {
     .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     let reply = raw(h.addr("http"), b"\x01\x02garbage\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    // A head that parses but whose target is no URI (an unclosed IPv6 literal).
+    let reply = raw(
+        h.addr("http"),
+        b"GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert_eq!(get(&client, &h.url("http", "/"), &[]).await.status, 200);
     h.shutdown().await;

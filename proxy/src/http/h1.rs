@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
-use super::{ConnCtx, respond};
+use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
 use crate::listener::Drain;
 
@@ -237,16 +237,7 @@ pub(crate) async fn serve(
         } else {
             buf.split_to(body_len).freeze()
         };
-        let request = match build_request(parsed, &head_bytes, body) {
-            Ok(request) => request,
-            Err(status) => {
-                let _ = write_reject(&mut stream, status).await;
-                return Outcome::Closed;
-            }
-        };
-        drop(head_bytes);
-        let head_only = request.method() == Method::HEAD;
-        // A draining listener's connections answer `Connection: close` (see `respond`); an
+        // A draining listener's connections answer `Connection: close` (see `Started`); an
         // idle HTTP/1.1 connection is not closed, where a request could cross the close.
         if drain.has_changed().unwrap_or(true) && *drain.borrow_and_update() != Drain::Running {
             ctx.draining.store(true, Relaxed);
@@ -254,8 +245,14 @@ pub(crate) async fn serve(
 
         // The request's future is large (routing, retries, the upstream exchange); boxed, it
         // exists only while a request does, instead of in every idle connection's task.
-        let mut answer =
-            buffers::reuse(|| exchange(Arc::clone(ctx), request, idle, stream, head_only));
+        let mut answer = buffers::reuse(|| {
+            let arrived = Arrived {
+                parsed,
+                head: head_bytes,
+                body,
+            };
+            exchange(Arc::clone(ctx), arrived, idle, stream)
+        });
         // The abort future keeps its waker from its first poll (every poll comes from this
         // task): after that it only needs asking once the drain state has changed.
         let answer = std::future::poll_fn(|cx| {
@@ -451,18 +448,39 @@ struct Exchanged {
     stream: TcpStream,
 }
 
-/// Answers one request and writes the answer, all in the request's future: the response is
-/// written where it is made rather than handed back up through every layer (each copies it,
-/// and it is a few hundred bytes). The connection's timer (for the route timeout, see
-/// `forward::within`) and its stream are lent to it.
+/// A request as read: its parsed head, the head's bytes and the body.
+struct Arrived {
+    parsed: Parsed,
+    head: Bytes,
+    body: Bytes,
+}
+
+/// Answers one request and writes the answer, all in the request's future: the request is
+/// built there and the response written there, rather than either being handed through
+/// the layers between (each copies it, and each is a few hundred bytes). The connection's
+/// timer (for the route timeout, see `forward::within`) and its stream are lent to it.
 async fn exchange(
     ctx: Arc<ConnCtx>,
-    mut request: Request<DownstreamBody>,
+    arrived: Arrived,
     mut timer: Pin<Box<Sleep>>,
     mut stream: TcpStream,
-    head_only: bool,
 ) -> Exchanged {
-    let mut response = respond(&ctx, &mut request, Some(timer.as_mut())).await;
+    let mut request = match build_request(arrived.parsed, &arrived.head, arrived.body) {
+        Ok(request) => request,
+        Err(status) => {
+            let written = write_reject(&mut stream, status).await;
+            return Exchanged {
+                written: written.map(|()| Written::Close),
+                timer,
+                stream,
+            };
+        }
+    };
+    drop(arrived.head);
+    let head_only = request.method() == Method::HEAD;
+    let started = Started::new(&ctx, &request);
+    let mut response = forward::proxy(&ctx, &mut request, Some(timer.as_mut())).await;
+    started.answered(&mut response);
     drop(request);
     let written = write_response(&mut stream, &mut response, head_only).await;
     Exchanged {

@@ -11,7 +11,6 @@ pub mod headers;
 use std::convert::Infallible;
 use std::fmt;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -26,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::config::{HttpConnectionManager, RouteConfig};
 use crate::listener::{ConnGuard, Drain};
@@ -182,7 +181,9 @@ async fn serve_with_hyper(
             let ctx = Arc::clone(&ctx);
             async move {
                 let mut req = req.map(DownstreamBody::Hyper);
-                let response = respond(&ctx, &mut req, None).await;
+                let started = Started::new(&ctx, &req);
+                let mut response = forward::proxy(&ctx, &mut req, None).await;
+                started.answered(&mut response);
                 // hyper writes only the header map.
                 let (mut parts, mut body) = response.into_parts();
                 if let Some(passed) = body.take_passed_head() {
@@ -256,33 +257,42 @@ async fn serve_with_hyper(
     }
 }
 
-/// Answers one request, counting it from here to the end of its response body (the count
-/// goes with the body). `timer`: the connection's own timer, lent for the route timeout when
-/// requests come one at a time (see `forward::within`).
-async fn respond(
-    ctx: &Arc<ConnCtx>,
-    req: &mut Request<DownstreamBody>,
-    timer: Option<Pin<&mut Sleep>>,
-) -> hyper::Response<body::ResponseBody> {
-    let guard = RequestGuard::start(ctx);
-    let http2 = req.version() == Version::HTTP_2;
-    if http2 && !ctx.http2.load(Relaxed) {
-        ctx.http2.store(true, Relaxed);
-    }
-    let mut response = forward::proxy(ctx, req, timer).await;
-    ctx.listener
-        .stats
-        .downstream_rq_xx
-        .record(response.status().as_u16());
-    if ctx.draining.load(Relaxed) {
-        if http2 {
-            ctx.h2_seen_while_draining.notify_one();
-        } else if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+/// A request on its way through the router: counted from its head to the end of its
+/// response body (the count goes with the body). Sync steps either side of
+/// `forward::proxy`, rather than an async layer around it, which would copy the response
+/// (a few hundred bytes) out of one future into the next.
+pub(crate) struct Started {
+    guard: RequestGuard,
+    http2: bool,
+}
+
+impl Started {
+    fn new(ctx: &Arc<ConnCtx>, req: &Request<DownstreamBody>) -> Started {
+        let guard = RequestGuard::start(ctx);
+        let http2 = req.version() == Version::HTTP_2;
+        if http2 && !ctx.http2.load(Relaxed) {
+            ctx.http2.store(true, Relaxed);
         }
+        Started { guard, http2 }
     }
-    response.body_mut().attach(guard);
-    response
+
+    /// Counts the response's status, asks for `Connection: close` (or GOAWAY) while the
+    /// listener drains, and hands the request's count to the response body.
+    fn answered(self, response: &mut hyper::Response<body::ResponseBody>) {
+        let ctx = &self.guard.0;
+        ctx.listener
+            .stats
+            .downstream_rq_xx
+            .record(response.status().as_u16());
+        if ctx.draining.load(Relaxed) {
+            if self.http2 {
+                ctx.h2_seen_while_draining.notify_one();
+            } else if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
+        response.body_mut().attach(self.guard);
+    }
 }
