@@ -350,7 +350,7 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
     let mut close = false;
     for h in parsed.headers.iter() {
         let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
+            super::headers::header_name(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
             return Ok(Some(Head::Handoff));
         }

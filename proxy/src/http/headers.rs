@@ -1,7 +1,12 @@
 //! Header work on the way through: hop-by-hop stripping, the route's header mutations, the
 //! headers Envoy adds, path rewrites and redirect locations.
 
-use http::header::{CONNECTION, CONTENT_TYPE, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::InvalidHeaderName;
+use http::header::{
+    ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING,
+    CONTENT_LENGTH, CONTENT_TYPE, DATE, EXPECT, HOST, SERVER, TE, TRANSFER_ENCODING, UPGRADE,
+    USER_AGENT,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{
@@ -9,12 +14,42 @@ use crate::config::{
     WeightedCluster,
 };
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_ENVOY_UPSTREAM_SERVICE_TIME_NAME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_REQUEST_ID: HeaderName = X_REQUEST_ID_NAME;
+pub static X_FORWARDED_PROTO: HeaderName = X_FORWARDED_PROTO_NAME;
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = X_ENVOY_UPSTREAM_SERVICE_TIME_NAME;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// A header name from a parsed head (any case). The names nearly every message carries are
+/// told by their length and one or two comparisons: `HeaderName::from_bytes` lowercases
+/// each name into a scratch buffer before matching it against every standard name, several
+/// times the work.
+pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+    let is = |name: &str| raw.eq_ignore_ascii_case(name.as_bytes());
+    Ok(match raw.len() {
+        4 if is("host") => HOST,
+        4 if is("date") => DATE,
+        6 if is("accept") => ACCEPT,
+        6 if is("server") => SERVER,
+        10 if is("user-agent") => USER_AGENT,
+        10 if is("connection") => CONNECTION,
+        12 if is("content-type") => CONTENT_TYPE,
+        12 if is("x-request-id") => X_REQUEST_ID_NAME,
+        13 if is("cache-control") => CACHE_CONTROL,
+        13 if is("authorization") => AUTHORIZATION,
+        14 if is("content-length") => CONTENT_LENGTH,
+        15 if is("accept-encoding") => ACCEPT_ENCODING,
+        16 if is("content-encoding") => CONTENT_ENCODING,
+        17 if is("transfer-encoding") => TRANSFER_ENCODING,
+        17 if is("x-forwarded-proto") => X_FORWARDED_PROTO_NAME,
+        29 if is("x-envoy-upstream-service-time") => X_ENVOY_UPSTREAM_SERVICE_TIME_NAME,
+        _ => return HeaderName::from_bytes(raw),
+    })
+}
 
 /// Whether the `Connection` header lists `token`.
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -399,6 +434,42 @@ pub fn redirect_location(
 mod tests {
     use super::*;
     use crate::config::{RouteAction, RouteMatch};
+
+    #[test]
+    fn parsed_names_are_the_names_http_makes_in_any_case() {
+        for raw in [
+            "Host",
+            "DATE",
+            "accept",
+            "Server",
+            "User-Agent",
+            "connection",
+            "Content-Type",
+            "X-Request-Id",
+            "cache-control",
+            "Authorization",
+            "Content-Length",
+            "Accept-Encoding",
+            "content-encoding",
+            "Transfer-Encoding",
+            "x-forwarded-proto",
+            "X-Envoy-Upstream-Service-Time",
+            // Lengths with common names, and others.
+            "hose",
+            "x-custom",
+            "X-Request-Ix",
+        ] {
+            let expected = HeaderName::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(header_name(raw.as_bytes()).unwrap(), expected, "{raw}");
+            assert_eq!(
+                header_name(raw.as_bytes()).unwrap().as_str(),
+                raw.to_ascii_lowercase()
+            );
+        }
+        for bad in ["", "bad name", "h\u{e9}te", "host:"] {
+            assert!(header_name(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
 
     fn route(prefix: &str) -> Route {
         Route {

@@ -167,7 +167,8 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, &'static s
     let mut list = buffers::header_list();
     let mut hop_by_hop = false;
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        let name = crate::http::headers::header_name(h.name.as_bytes())
+            .map_err(|_| "invalid header name")?;
         hop_by_hop |= crate::http::headers::is_hop_by_hop(&name);
         if name == CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
