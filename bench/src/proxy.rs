@@ -151,6 +151,10 @@ pub struct AddedSummary {
     pub p999_us: Stat,
     /// The latency itself (not added), p99.
     pub p99_total_us: Stat,
+    /// Proxy CPU µs per request at this fixed rate (None for direct): what
+    /// `cpu_us_per_request` is at saturation, where a proxy that saturates its core serves
+    /// more requests per wake-up and so pays less per request.
+    pub cpu_us_per_request: Option<Stat>,
     pub errors: u64,
 }
 
@@ -1069,6 +1073,10 @@ fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary 
                     .map(|r| r.result.latency.p99_us)
                     .collect::<Vec<_>>(),
             ),
+            cpu_us_per_request: {
+                let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
+                (!cpu.is_empty()).then(|| Stat::of(&cpu))
+            },
             errors: rate_errors,
         });
     }
@@ -1192,8 +1200,8 @@ impl ProxyReport {
         for (k, rate) in o.rates.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "\nadded latency at {rate} rps (µs, proxy minus direct in the same round; \
-                 direct row: its own latency)"
+                "\nat {rate} rps: added latency (µs, proxy minus direct in the same round; \
+                 direct row: its own latency) and proxy CPU per request"
             );
             let mut t = Table::new(&[
                 "target",
@@ -1202,6 +1210,7 @@ impl ProxyReport {
                 "p99",
                 "p99.9",
                 "p99 total",
+                "CPU µs/req",
                 "errors",
             ]);
             for target in &self.targets {
@@ -1224,6 +1233,7 @@ impl ProxyReport {
                         col(|p| p.p99_us),
                         col(|p| p.p999_us),
                         spread(&a.p99_total_us, 0),
+                        "-".into(),
                         a.errors.to_string(),
                     ]);
                 } else {
@@ -1234,6 +1244,9 @@ impl ProxyReport {
                         spread(&a.p99_us, 0),
                         spread(&a.p999_us, 0),
                         spread(&a.p99_total_us, 0),
+                        a.cpu_us_per_request
+                            .as_ref()
+                            .map_or("-".into(), |c| spread(c, 1)),
                         a.errors.to_string(),
                     ]);
                 }
@@ -1275,11 +1288,23 @@ impl ProxyReport {
             .collect();
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">proxy CPU µs per request (closed loop)</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle" font-size="13">proxy CPU µs per request, one worker</text>"#,
             50.0 + panel_w / 2.0,
             top - 10.0
         );
-        let groups = vec![(format!("{}, one worker", self.options.protocol), cpu)];
+        let mut groups = vec![("closed loop".to_string(), cpu)];
+        for (k, rate) in self.options.rates.iter().enumerate() {
+            groups.push((
+                format!("{rate} rps"),
+                proxies
+                    .iter()
+                    .filter_map(|t| {
+                        let a = t.summary.added.get(k)?;
+                        Some((t.name.clone(), a.cpu_us_per_request?))
+                    })
+                    .collect(),
+            ));
+        }
         draw_panel(&mut s, 50.0, top, panel_w, bottom, &groups, &colors, "µs");
         // Panel 2: added p99 per rate.
         let groups: Vec<(String, Vec<(String, Stat)>)> = self

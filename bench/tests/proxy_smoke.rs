@@ -82,6 +82,11 @@ fn check(opts: &ProxyOptions, report: &ProxyReport, with_envoy: bool) {
                 "{name}: {rss} {private}"
             );
             assert!(target.rounds[0].open[0].added.is_some(), "{name}");
+            // CPU per request at each fixed rate too (it may round to zero in a short run:
+            // /proc counts CPU time in 10 ms ticks).
+            for at in &target.summary.added {
+                assert!(at.cpu_us_per_request.is_some(), "{name}: {at:?}");
+            }
             assert!(target.summary.requests_per_cpu_second.unwrap() > 0.0);
         }
     }
