@@ -944,6 +944,10 @@ async fn retries_move_to_another_endpoint() {
             r.body
         );
         assert!(r.body.contains("body_len=12\n"), "{}", r.body);
+        // The fields the proxy adds reach the upstream through hyper's client too, once.
+        let added = |field: &str| r.body.matches(field).count();
+        assert_eq!(added("h:x-forwarded-proto=http\n"), 1, "{}", r.body);
+        assert_eq!(added("h:x-request-id="), 1, "{}", r.body);
     }
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
@@ -1821,7 +1825,8 @@ async fn upstream_response_fields_reach_http1_and_h2_clients_alike() {
     let (upstream, _) = scripted_upstream().await;
     let plain = route_config("plain", vec![vhost(vec![forward("u", "/", to("u"))])]);
     let mut mutated = route_config("mutated", vec![vhost(vec![forward("u", "/", to("u"))])]);
-    mutated.response_headers_to_remove = vec!["x-gone".into()];
+    mutated.response_headers_to_remove =
+        vec!["x-gone".into(), "x-envoy-upstream-service-time".into()];
     mutated.response_headers_to_add =
         vec![header("x-added", "yes", AppendAction::AppendIfExistsOrAdd)];
     let h = Harness::start(proxy_config(
@@ -1870,6 +1875,10 @@ async fn upstream_response_fields_reach_http1_and_h2_clients_alike() {
             );
             assert_eq!(values(&r, "x-added"), ["yes"], "{case}");
             assert_eq!(values(&r, "x-multi"), ["one", "two"], "{case}");
+            assert!(
+                r.headers.get("x-envoy-upstream-service-time").is_none(),
+                "{case}: the route's removal of the service time not applied"
+            );
         }
     }
     // Over HTTP/1.1 the names go out lowercased, as Envoy writes them.

@@ -245,9 +245,22 @@ enum Kind {
 pub struct ResponseBody {
     kind: Kind,
     request: Option<RequestGuard>,
+    /// Envoy's `x-envoy-upstream-service-time` (ms), when it is not in the header map: like
+    /// the upstream's own fields (see `PassedHead`), it goes to the HTTP/1.1 writer without
+    /// the map, whose inserts hash the name.
+    service_time: Option<u64>,
 }
 
 impl ResponseBody {
+    /// See `service_time`: for the writer, or for the map when hyper writes the response.
+    pub(crate) fn take_service_time(&mut self) -> Option<u64> {
+        self.service_time.take()
+    }
+
+    pub(crate) fn set_service_time(&mut self, ms: u64) {
+        self.service_time = Some(ms);
+    }
+
     /// The upstream response's fields that are not in the header map (see `PassedHead`).
     pub(crate) fn take_passed_head(&mut self) -> Option<PassedHead> {
         match &mut self.kind {
@@ -263,6 +276,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Empty,
             request: None,
+            service_time: None,
         }
     }
 
@@ -274,6 +288,7 @@ impl ResponseBody {
                 Kind::Full(Some(bytes))
             },
             request: None,
+            service_time: None,
         }
     }
 
@@ -284,6 +299,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(body),
             request: None,
+            service_time: None,
         }
     }
 

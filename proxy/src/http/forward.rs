@@ -39,7 +39,7 @@ use crate::error::{ProxyError, Retry, local_reply};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
 use crate::runtime::ClusterRuntime;
 use crate::upstream::{
-    BodySource, InFlight, PooledHttp1, ResponseStream, SendError, UpstreamRequest,
+    Added, BodySource, InFlight, PooledHttp1, ResponseStream, SendError, UpstreamRequest,
 };
 
 /// Largest request body (with a known length) buffered so that it can be retried.
@@ -278,12 +278,10 @@ async fn forward(
     } else {
         (facts.x_forwarded_proto, facts.x_request_id)
     };
-    if !has_forwarded_proto {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    }
-    if !has_request_id {
-        headers.insert(X_REQUEST_ID.clone(), headers::request_id());
-    }
+    let added = Added {
+        forwarded_proto: (!has_forwarded_proto).then(|| HeaderValue::from_static("http")),
+        request_id: (!has_request_id).then(headers::request_id),
+    };
     if let Some(protocol) = &upgrade_protocol {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
@@ -318,15 +316,10 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
-    let mut upstream_req = UpstreamRequest::new(
-        method,
-        upstream_uri,
-        version,
-        headers,
-        body,
-        policy.is_some(),
-        upgrade,
-    );
+    let mut upstream_req = UpstreamRequest::new(method, upstream_uri, version, headers, body);
+    upstream_req.added = added;
+    upstream_req.keep = policy.is_some();
+    upstream_req.upgrade = upgrade;
 
     let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
     // The tries future is made in each arm (pinned in place) rather than once before the
@@ -386,29 +379,36 @@ async fn forward(
     }
 
     let (mut parts, mut body) = response.into_parts();
-    if levels.mutates_response()
+    let mutates = levels.mutates_response();
+    if mutates
         && let ResponseStream::Inline(inline) = &mut body
         && let Some(passed) = inline.take_passed_head()
     {
         passed.into_map(&mut parts.headers);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(
-        X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
-        headers::service_time(service_time),
-    );
-    levels.mutate_response(&mut parts.headers);
+    if mutates {
+        // The route may remove or replace it.
+        parts.headers.insert(
+            X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+            headers::service_time(service_time),
+        );
+        levels.mutate_response(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     let idle = action
         .idle_timeout
         .or(ctx.listener.hcm.stream_idle_timeout)
         .filter(|d| !d.is_zero());
-    let body = ResponseBody::upstream(UpstreamBody {
+    let mut body = ResponseBody::upstream(UpstreamBody {
         body,
         conn,
         in_flight,
         timer: StreamTimer::new(deadline, idle),
     });
+    if !mutates {
+        body.set_service_time(service_time);
+    }
     Response::from_parts(parts, body)
 }
 

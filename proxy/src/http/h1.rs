@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
+use super::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
 use crate::listener::Drain;
@@ -527,6 +528,12 @@ async fn write_response(
         field(name, value);
     }
     drop(passed);
+    if let Some(ms) = body.take_service_time() {
+        field(
+            &X_ENVOY_UPSTREAM_SERVICE_TIME,
+            super::headers::service_time(ms).as_bytes(),
+        );
+    }
     for (name, value) in &headers {
         field(name, value.as_bytes());
     }

@@ -189,6 +189,12 @@ async fn serve_with_hyper(
                 if let Some(passed) = body.take_passed_head() {
                     passed.into_map(&mut parts.headers);
                 }
+                if let Some(ms) = body.take_service_time() {
+                    parts.headers.insert(
+                        headers::X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+                        headers::service_time(ms),
+                    );
+                }
                 Ok::<_, Infallible>(hyper::Response::from_parts(parts, body))
             }
         })

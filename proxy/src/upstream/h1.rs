@@ -94,7 +94,7 @@ pub(crate) fn encode_request(req: &UpstreamRequest, body: Option<&Bytes>, out: &
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &req.headers {
+    for (name, value) in req.headers.iter().chain(req.added.fields()) {
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
@@ -775,8 +775,6 @@ mod tests {
             Version::HTTP_11,
             headers,
             BodySource::Empty,
-            false,
-            false,
         );
         let mut out = BytesMut::new();
         encode_request(&req, Some(&Bytes::from_static(b"abc")), &mut out);

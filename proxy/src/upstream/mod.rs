@@ -14,7 +14,7 @@
 pub mod h1;
 mod request;
 
-pub use request::{BodySource, UpstreamRequest};
+pub use request::{Added, BodySource, UpstreamRequest};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -6,10 +6,11 @@
 //! try may need it, and a request hyper hands back unsent is kept for the next try.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::buffers;
 use crate::http::body::{DownstreamBody, RequestBody};
+use crate::http::headers::{X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Where a try's body comes from.
 #[derive(Debug)]
@@ -21,12 +22,40 @@ pub enum BodySource {
     Stream(Option<DownstreamBody>),
 }
 
+/// Fields the proxy adds to every request it forwards unless the client sent them (Envoy's
+/// `x-forwarded-proto` and `x-request-id`), kept out of the header map: an insert hashes the
+/// name and probes the map, and our own HTTP/1.1 client only writes them out.
+#[derive(Debug, Default)]
+pub struct Added {
+    pub forwarded_proto: Option<HeaderValue>,
+    pub request_id: Option<HeaderValue>,
+}
+
+impl Added {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        fn field<'a>(
+            name: &'a HeaderName,
+            value: &'a HeaderValue,
+        ) -> (&'a HeaderName, &'a HeaderValue) {
+            (name, value)
+        }
+        let proto = self
+            .forwarded_proto
+            .iter()
+            .map(|v| field(&X_FORWARDED_PROTO, v));
+        let id = self.request_id.iter().map(|v| field(&X_REQUEST_ID, v));
+        proto.chain(id)
+    }
+}
+
 #[derive(Debug)]
 pub struct UpstreamRequest {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
+    /// The request's fields; then `added`'s.
     pub headers: HeaderMap,
+    pub added: Added,
     pub body: BodySource,
     /// Another try may follow: hyper's clients get a copy of the head.
     pub keep: bool,
@@ -37,23 +66,24 @@ pub struct UpstreamRequest {
 }
 
 impl UpstreamRequest {
+    /// A request that adds no fields and is sent once, without an upgrade (set the fields
+    /// for more).
     pub fn new(
         method: Method,
         uri: Uri,
         version: Version,
         headers: HeaderMap,
         body: BodySource,
-        keep: bool,
-        upgrade: bool,
     ) -> UpstreamRequest {
         UpstreamRequest {
             method,
             uri,
             version,
             headers,
+            added: Added::default(),
             body,
-            keep,
-            upgrade,
+            keep: false,
+            upgrade: false,
             returned: None,
         }
     }
@@ -99,6 +129,9 @@ impl UpstreamRequest {
             *req.headers_mut() = std::mem::take(&mut self.headers);
         }
         *req.version_mut() = self.version;
+        for (name, value) in self.added.fields() {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
         Some(req)
     }
 
