@@ -29,7 +29,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// each name into a scratch buffer before matching it against every standard name, several
 /// times the work.
 pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
-    let is = |name: &str| raw.eq_ignore_ascii_case(name.as_bytes());
+    // Lowercase names (hyper's, Envoy's) compare as a few word loads, the length being known.
+    let is = |name: &str| raw == name.as_bytes() || raw.eq_ignore_ascii_case(name.as_bytes());
     Ok(match raw.len() {
         4 if is("host") => HOST,
         4 if is("date") => DATE,
