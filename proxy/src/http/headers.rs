@@ -14,13 +14,10 @@ use crate::config::{
     WeightedCluster,
 };
 
-const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_ENVOY_UPSTREAM_SERVICE_TIME_NAME: HeaderName =
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
-pub static X_REQUEST_ID: HeaderName = X_REQUEST_ID_NAME;
-pub static X_FORWARDED_PROTO: HeaderName = X_FORWARDED_PROTO_NAME;
-pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = X_ENVOY_UPSTREAM_SERVICE_TIME_NAME;
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -39,15 +36,15 @@ pub(crate) fn header_name(raw: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
         10 if is("user-agent") => USER_AGENT,
         10 if is("connection") => CONNECTION,
         12 if is("content-type") => CONTENT_TYPE,
-        12 if is("x-request-id") => X_REQUEST_ID_NAME,
+        12 if is("x-request-id") => X_REQUEST_ID.clone(),
         13 if is("cache-control") => CACHE_CONTROL,
         13 if is("authorization") => AUTHORIZATION,
         14 if is("content-length") => CONTENT_LENGTH,
         15 if is("accept-encoding") => ACCEPT_ENCODING,
         16 if is("content-encoding") => CONTENT_ENCODING,
         17 if is("transfer-encoding") => TRANSFER_ENCODING,
-        17 if is("x-forwarded-proto") => X_FORWARDED_PROTO_NAME,
-        29 if is("x-envoy-upstream-service-time") => X_ENVOY_UPSTREAM_SERVICE_TIME_NAME,
+        17 if is("x-forwarded-proto") => X_FORWARDED_PROTO.clone(),
+        29 if is("x-envoy-upstream-service-time") => X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
         _ => return HeaderName::from_bytes(raw),
     })
 }
