@@ -155,6 +155,9 @@ pub struct AddedSummary {
     /// `cpu_us_per_request` is at saturation, where a proxy that saturates its core serves
     /// more requests per wake-up and so pays less per request.
     pub cpu_us_per_request: Option<Stat>,
+    /// Envoy's CPU µs per request at this rate over this target's, round by round (see
+    /// [`Summary::cpu_vs_envoy`]).
+    pub cpu_vs_envoy: Option<Stat>,
     pub errors: u64,
 }
 
@@ -174,6 +177,12 @@ pub struct Summary {
     pub requests_per_cpu_second: Option<f64>,
     /// `requests_per_cpu_second` over Envoy's (above 1: less CPU per request than Envoy).
     pub requests_per_cpu_second_vs_envoy: Option<f64>,
+    /// Envoy's CPU µs per request at saturation over this target's, paired round by round
+    /// (how many times less CPU per request than Envoy): median and spread of the per-round
+    /// ratios. A round measures every target in turn, so the two figures of a pair are taken
+    /// minutes apart on the same machine, where the medians of each may come from rounds far
+    /// apart. None for Envoy itself, direct, and runs without Envoy.
+    pub cpu_vs_envoy: Option<Stat>,
     /// Errors over every run of this target.
     pub errors: u64,
 }
@@ -1026,18 +1035,48 @@ pub async fn run_proxy_bench(mut opts: ProxyOptions) -> Result<ProxyReport> {
     })
 }
 
-/// Fills each target's requests per CPU-second relative to Envoy's, when Envoy was measured.
+/// Fills each target's CPU figures relative to Envoy's, when Envoy was measured.
 fn compare_with_envoy(reports: &mut [TargetReport]) {
-    let envoy = reports
-        .iter()
-        .find(|t| t.name == "envoy")
-        .and_then(|t| t.summary.requests_per_cpu_second)
-        .filter(|r| *r > 0.0);
+    let Some(envoy) = reports.iter().find(|t| t.name == "envoy") else {
+        return;
+    };
+    let envoy_per_cpu_second = envoy.summary.requests_per_cpu_second.filter(|r| *r > 0.0);
+    let envoy_rounds = envoy.rounds.clone();
     for t in reports {
-        t.summary.requests_per_cpu_second_vs_envoy = envoy
+        t.summary.requests_per_cpu_second_vs_envoy = envoy_per_cpu_second
             .zip(t.summary.requests_per_cpu_second)
             .map(|(envoy, ours)| ours / envoy);
+        if t.name == "envoy" || t.name == "direct" {
+            continue;
+        }
+        t.summary.cpu_vs_envoy = paired_ratio(
+            envoy_rounds.iter().map(|r| r.cpu_us_per_request),
+            t.rounds.iter().map(|r| r.cpu_us_per_request),
+        );
+        for (k, at) in t.summary.added.iter_mut().enumerate() {
+            let at_rate = |r: &Round| r.open.get(k).and_then(|o| o.cpu_us_per_request);
+            at.cpu_vs_envoy = paired_ratio(
+                envoy_rounds.iter().map(at_rate),
+                t.rounds.iter().map(at_rate),
+            );
+        }
     }
+}
+
+/// Envoy's figure over ours, round by round; rounds where either read zero (CPU time comes in
+/// 10 ms ticks) are left out.
+fn paired_ratio(
+    envoy: impl Iterator<Item = Option<f64>>,
+    ours: impl Iterator<Item = Option<f64>>,
+) -> Option<Stat> {
+    let ratios: Vec<f64> = envoy
+        .zip(ours)
+        .filter_map(|pair| match pair {
+            (Some(envoy), Some(ours)) if envoy > 0.0 && ours > 0.0 => Some(envoy / ours),
+            _ => None,
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| Stat::of(&ratios))
 }
 
 fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary {
@@ -1077,6 +1116,7 @@ fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary 
                 let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_request).collect();
                 (!cpu.is_empty()).then(|| Stat::of(&cpu))
             },
+            cpu_vs_envoy: None,
             errors: rate_errors,
         });
     }
@@ -1089,6 +1129,7 @@ fn summarize(opts: &ProxyOptions, target: &Target, rounds: &[Round]) -> Summary 
             .filter(|us| *us > 0.0)
             .map(|us| 1e6 / us),
         requests_per_cpu_second_vs_envoy: None,
+        cpu_vs_envoy: None,
         added,
         idle_rss_mb: target.idle_rss_mb,
         idle_rss_anon_mb: target.idle_rss_anon_mb,
@@ -1103,6 +1144,13 @@ fn spread(s: &Stat, digits: usize) -> String {
         "{:.digits$} [{:.digits$}-{:.digits$}]",
         s.median, s.min, s.max
     )
+}
+
+/// A ratio to Envoy's figure for a table cell: `4.02x [3.10-5.20]`, or `-`.
+fn times(s: Option<&Stat>) -> String {
+    s.map_or("-".into(), |s| {
+        format!("{:.2}x [{:.2}-{:.2}]", s.median, s.min, s.max)
+    })
 }
 
 impl ProxyReport {
@@ -1148,11 +1196,11 @@ impl ProxyReport {
         }
         out.push('\n');
         // Over h2c, where one connection multiplexes many requests, CPU per request is the
-        // figure that tells proxies apart, so it is also given the other way up, against Envoy.
+        // figure that tells proxies apart, so it is also given the other way up.
         let per_cpu_second = o.protocol.is_h2();
-        let mut header = vec!["target", "req/s closed loop", "CPU µs/req"];
+        let mut header = vec!["target", "req/s closed loop", "CPU µs/req", "CPU vs envoy"];
         if per_cpu_second {
-            header.extend(["req per CPU-s", "vs envoy"]);
+            header.push("req per CPU-s");
         }
         header.extend([
             "idle RSS MB",
@@ -1169,15 +1217,12 @@ impl ProxyReport {
                 s.cpu_us_per_request
                     .as_ref()
                     .map_or("-".into(), |c| spread(c, 1)),
+                times(s.cpu_vs_envoy.as_ref()),
             ];
             if per_cpu_second {
                 row.push(
                     s.requests_per_cpu_second
                         .map_or("-".into(), |r| format!("{r:.0}")),
-                );
-                row.push(
-                    s.requests_per_cpu_second_vs_envoy
-                        .map_or("-".into(), |r| format!("{r:.2}x")),
                 );
             }
             row.extend([
@@ -1190,11 +1235,12 @@ impl ProxyReport {
             t.row(row);
         }
         out.push_str(&t.render());
-        out.push_str("median [min-max] over rounds");
+        out.push_str(
+            "median [min-max] over rounds; CPU vs envoy = Envoy's CPU per request over the \
+             target's, paired round by round",
+        );
         if per_cpu_second {
-            out.push_str(
-                "; req per CPU-s = 1e6 / median CPU µs per request, vs envoy = that over Envoy's",
-            );
+            out.push_str("; req per CPU-s = 1e6 / median CPU µs per request");
         }
         out.push('\n');
         for (k, rate) in o.rates.iter().enumerate() {
@@ -1211,6 +1257,7 @@ impl ProxyReport {
                 "p99.9",
                 "p99 total",
                 "CPU µs/req",
+                "CPU vs envoy",
                 "errors",
             ]);
             for target in &self.targets {
@@ -1234,6 +1281,7 @@ impl ProxyReport {
                         col(|p| p.p999_us),
                         spread(&a.p99_total_us, 0),
                         "-".into(),
+                        "-".into(),
                         a.errors.to_string(),
                     ]);
                 } else {
@@ -1247,6 +1295,7 @@ impl ProxyReport {
                         a.cpu_us_per_request
                             .as_ref()
                             .map_or("-".into(), |c| spread(c, 1)),
+                        times(a.cpu_vs_envoy.as_ref()),
                         a.errors.to_string(),
                     ]);
                 }

@@ -92,6 +92,20 @@ fn check(opts: &ProxyOptions, report: &ProxyReport, with_envoy: bool) {
     }
     let vs_envoy = report.targets[1].summary.requests_per_cpu_second_vs_envoy;
     assert_eq!(vs_envoy.is_some(), with_envoy, "{vs_envoy:?}");
+    // Envoy's CPU per request over ours, round by round: for our proxy when Envoy ran, and
+    // the same figure as the two CPU columns give in a one-round run.
+    let paired = report.targets[1].summary.cpu_vs_envoy;
+    assert_eq!(paired.is_some(), with_envoy, "{paired:?}");
+    if let (Some(paired), Some(envoy)) = (paired, report.targets.get(2)) {
+        let ours = report.targets[1].summary.cpu_us_per_request.unwrap().median;
+        let theirs = envoy.summary.cpu_us_per_request.unwrap().median;
+        assert!(
+            (paired.median - theirs / ours).abs() < 1e-9,
+            "{paired:?} vs {theirs}/{ours}"
+        );
+        assert!(envoy.summary.cpu_vs_envoy.is_none());
+        assert!(report.render().contains("CPU vs envoy"));
+    }
 
     let json = serde_json::to_value(report).unwrap();
     assert_eq!(json["targets"][1]["name"], "mesh proxy");
