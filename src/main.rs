@@ -238,6 +238,7 @@ async fn run_registry(args: RegistryArgs) -> anyhow::Result<()> {
         node_name: args.node_name,
         datacenter: args.datacenter,
         advertise_addr: args.advertise_addr,
+        tombstone_ttl: mesh_registry::tombstones::DEFAULT_TTL,
     };
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await

@@ -53,6 +53,7 @@ pub enum DbOp {
     Put(Table, String, Vec<u8>),
     Delete(Table, String),
     SetIndex(String, u64),
+    DeleteIndex(String),
 }
 
 #[derive(Clone)]
@@ -127,6 +128,9 @@ impl Db {
                     }
                     DbOp::SetIndex(k, v) => {
                         indexes.insert(k.as_str(), *v).map_err(db_err)?;
+                    }
+                    DbOp::DeleteIndex(k) => {
+                        indexes.remove(k.as_str()).map_err(db_err)?;
                     }
                 }
             }

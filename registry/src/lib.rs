@@ -7,6 +7,7 @@ pub mod checks;
 pub mod db;
 pub mod state;
 pub mod store;
+pub mod tombstones;
 
 use mesh_proto::consul::Node;
 use std::future::Future;
@@ -31,6 +32,8 @@ pub struct RegistryConfig {
     pub datacenter: String,
     /// The address reported for the node and as the leader.
     pub advertise_addr: String,
+    /// How long a deleted KV key's tombstone is kept (see [`tombstones`]).
+    pub tombstone_ttl: Duration,
 }
 
 impl RegistryConfig {
@@ -40,6 +43,7 @@ impl RegistryConfig {
             node_name: "mesh".to_string(),
             datacenter: "dc1".to_string(),
             advertise_addr: "127.0.0.1".to_string(),
+            tombstone_ttl: tombstones::DEFAULT_TTL,
         }
     }
 }
@@ -92,10 +96,17 @@ impl Registry {
         checks.reconcile();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let reaper = tokio::spawn(Arc::clone(&checks).run_reaper(Duration::from_secs(1)));
+        // Consul reaps with a granularity of 30 s; a short TTL (tests) is checked more often.
+        let tombstone_reaper = tokio::spawn(tombstones::run_reaper(
+            Arc::clone(&store),
+            config.tombstone_ttl,
+            (config.tombstone_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30)),
+        ));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = stop.wait_for(|down| *down).await;
             reaper.abort();
+            tombstone_reaper.abort();
         });
         Ok(Arc::new(Registry {
             config,

@@ -79,6 +79,8 @@ pub enum Mutation {
     PutConfig(StoredConfig),
     DeleteConfig(ConfigKind, String),
     SetIndex(String, u64),
+    /// Forgets an index (a KV tombstone past its time to live).
+    DeleteIndex(String),
 }
 
 fn scoped_key(node: &str, id: &str) -> String {
@@ -124,6 +126,7 @@ impl Mutation {
                 DbOp::Delete(Table::Config, config_key(*kind, name))
             }
             Mutation::SetIndex(name, value) => DbOp::SetIndex(name.clone(), *value),
+            Mutation::DeleteIndex(name) => DbOp::DeleteIndex(name.clone()),
         })
     }
 }
@@ -250,6 +253,9 @@ impl State {
                 }
                 Mutation::SetIndex(name, value) => {
                     self.indexes.insert(name, value);
+                }
+                Mutation::DeleteIndex(name) => {
+                    self.indexes.remove(&name);
                 }
             }
         }

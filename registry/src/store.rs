@@ -375,6 +375,32 @@ impl Store {
         .await
     }
 
+    /// Forgets the KV tombstones of deletes at or before index `horizon`, as Consul reaps its
+    /// tombstones once they are `tombstone_ttl` old: without this every deleted key would
+    /// keep an index entry, in memory and on disk, for good. A prefix read whose newest
+    /// change was such a delete may then report a lower index; Consul clients reset to 0 when
+    /// the index goes backwards. Returns how many were reaped.
+    pub async fn reap_kv_tombstones(&self, horizon: u64) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let dead: Vec<String> = tx
+                .st
+                .indexes
+                .range::<str, _>((
+                    std::ops::Bound::Included(idx::KV_TOMBSTONE_PREFIX),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(name, _)| name.starts_with(idx::KV_TOMBSTONE_PREFIX))
+                .filter(|(_, index)| **index <= horizon)
+                .map(|(name, _)| name.clone())
+                .collect();
+            let reaped = dead.len();
+            tx.mutations
+                .extend(dead.into_iter().map(Mutation::DeleteIndex));
+            Ok(reaped)
+        })
+        .await
+    }
+
     /// `PUT /v1/config`: false when a `cas` condition fails.
     pub async fn config_set(
         &self,
@@ -523,6 +549,51 @@ mod tests {
         let after = store.read().kv_index("app/", false);
         assert!(after > before, "a delete must wake prefix watchers");
         assert!(store.read().kv_index("app/a", true) >= after);
+    }
+
+    #[tokio::test]
+    async fn reaped_tombstones_are_gone_for_good_and_newer_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let tombstones = |store: &Store| -> Vec<String> {
+            let st = store.read();
+            st.indexes
+                .keys()
+                .filter(|k| k.starts_with(idx::KV_TOMBSTONE_PREFIX))
+                .cloned()
+                .collect()
+        };
+        let (horizon, exact_before) = {
+            let store = Store::open(dir.path()).unwrap();
+            for key in ["app/old", "app/new", "app/live"] {
+                store.kv_put(key, b"v", None, None).await.unwrap();
+            }
+            store.kv_delete("app/old", false, None).await.unwrap();
+            let horizon = store.read().last_index();
+            let exact_before = store.read().kv_index("app/old", true);
+            store.kv_delete("app/new", false, None).await.unwrap();
+            assert_eq!(tombstones(&store), ["kvtomb:app/new", "kvtomb:app/old"]);
+
+            assert_eq!(store.reap_kv_tombstones(horizon).await.unwrap(), 1);
+            assert_eq!(tombstones(&store), ["kvtomb:app/new"]);
+            // Nothing at or below the horizon is left to reap.
+            assert_eq!(store.reap_kv_tombstones(horizon).await.unwrap(), 0);
+            (horizon, exact_before)
+        };
+        // Durable: the reaped entry is not back after a restart, the newer one is.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(tombstones(&store), ["kvtomb:app/new"]);
+        assert_eq!(
+            store.read().kv["app/live"].decoded_value(),
+            Some(b"v".to_vec())
+        );
+        // A watcher of the reaped key gets the KV table's index: it does not go backwards.
+        assert!(store.read().kv_index("app/old", true) >= exact_before);
+        // The prefix still reports the newer delete, above the horizon.
+        assert!(store.read().kv_index("app/", false) > horizon);
+        // (The read guard must be gone before the write: it is a std RwLock.)
+        let last = store.read().last_index();
+        assert_eq!(store.reap_kv_tombstones(last).await.unwrap(), 1);
+        assert!(tombstones(&store).is_empty());
     }
 
     #[tokio::test]
