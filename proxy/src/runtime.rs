@@ -32,7 +32,7 @@ use crate::http::HttpListener;
 use crate::listener::{Protocol, RunningListener};
 use crate::metrics::{ClusterMembership, ClusterStats, Registry, StatsView, listener_stat_name};
 use crate::tcp::TcpProxyListener;
-use crate::upstream::ClusterUpstream;
+use crate::upstream::{self, ClusterUpstream};
 use crate::xds::XdsStats;
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// How long a removed or replaced listener's connections get to finish.
     pub drain_timeout: Duration,
+    /// How often idle upstream connections are checked: closed by their server, or unused
+    /// for [`upstream::UPSTREAM_IDLE_TIMEOUT`] (counted in sweeps of this period).
+    pub idle_sweep_period: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -48,6 +51,7 @@ impl Default for ProxyOptions {
         ProxyOptions {
             max_connections: 16 * 1024,
             drain_timeout: Duration::from_secs(10),
+            idle_sweep_period: Duration::from_secs(5),
         }
     }
 }
@@ -279,9 +283,13 @@ impl Proxy {
         reconciler.apply(initial).await;
         tokio::pin!(shutdown);
         let mut source_open = true;
+        let sweep_period = reconciler.shared.options.idle_sweep_period;
+        let mut sweep = tokio::time::interval(sweep_period.max(Duration::from_millis(1)));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = sweep.tick() => sweep_idle_upstreams(&reconciler.shared, sweep_period),
                 changed = config_rx.changed(), if source_open => match changed {
                     Ok(()) => {
                         let config = config_rx.borrow_and_update().clone();
@@ -317,6 +325,24 @@ pub async fn run(
     Proxy::new(config_rx, xds_stats, ProxyOptions::default())
         .run(admin_listener, shutdown)
         .await
+}
+
+/// Closes idle upstream connections their server closed, or unused for
+/// [`upstream::UPSTREAM_IDLE_TIMEOUT`], in every cluster of the current snapshot.
+fn sweep_idle_upstreams(shared: &Shared, period: Duration) {
+    let max_sweeps =
+        u32::try_from(upstream::UPSTREAM_IDLE_TIMEOUT.as_millis() / period.as_millis().max(1))
+            .unwrap_or(u32::MAX);
+    let snapshot = shared.snapshot.load();
+    let closed: usize = snapshot
+        .clusters
+        .values()
+        .flat_map(|cluster| cluster.upstream.endpoints())
+        .map(|pool| pool.sweep_idle(max_sweeps))
+        .sum();
+    if closed > 0 {
+        tracing::debug!(closed, "closed idle upstream connections");
+    }
 }
 
 fn same_cluster(a: &Cluster, b: &Cluster) -> bool {

@@ -380,6 +380,8 @@ impl Harness {
             Arc::clone(&xds),
             ProxyOptions {
                 drain_timeout: Duration::from_secs(2),
+                // Every test's traffic meets the idle sweeper often.
+                idle_sweep_period: Duration::from_millis(50),
                 ..ProxyOptions::default()
             },
         );
@@ -1452,6 +1454,7 @@ async fn a_full_connection_limit_closes_new_connections() {
         ProxyOptions {
             max_connections: 1,
             drain_timeout: Duration::from_secs(1),
+            ..ProxyOptions::default()
         },
     );
     let handle = proxy.handle();
@@ -1972,6 +1975,50 @@ async fn upstream_http1_framings_reuse_and_faults() {
     let r = get(&client, &url("/garbage"), &[]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert!(body_of(&r).contains("protocol error"), "{}", body_of(&r));
+    h.shutdown().await;
+}
+
+/// A pooled connection the server closes while it is idle is closed by the proxy soon after,
+/// as Envoy does, not kept (in CLOSE_WAIT) until a request happens to take it; a pooled
+/// connection the server keeps open stays pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_the_server_closed_are_closed() {
+    let (upstream, accepted) = scripted_upstream().await;
+    let rc = route_config("rc", vec![vhost(vec![forward("u", "/", to("u"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("u", &[upstream])],
+    ))
+    .await;
+    let client = h1_client();
+    let pool = || {
+        let snapshot = h.handle.snapshot();
+        let pool = Arc::clone(&snapshot.clusters["u"].upstream.endpoints()[0]);
+        (pool.idle_connections(), pool.stats.cx_active.get())
+    };
+
+    let r = get(&client, &h.url("http", "/len"), &[]).await;
+    assert_eq!(r.body, "hello");
+    // Several sweeps later the open idle connection is still there, and still used.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool(), (1, 1));
+    let r = get(&client, &h.url("http", "/then-close"), &[]).await;
+    assert_eq!(r.body, "bye");
+    assert_eq!(accepted.load(Ordering::Relaxed), 1);
+    // The server closed it after that answer: the proxy lets it go with no request coming.
+    assert!(
+        eventually(async || pool() == (0, 0)).await,
+        "still pooled: {:?}",
+        pool()
+    );
+    let r = get(&client, &h.url("http", "/len"), &[]).await;
+    assert_eq!(r.body, "hello");
+    assert_eq!(accepted.load(Ordering::Relaxed), 2);
+    // The idle timeout, counted in sweeps: one more than allowed closes an open connection.
+    let endpoint = Arc::clone(&h.handle.snapshot().clusters["u"].upstream.endpoints()[0]);
+    assert_eq!(endpoint.sweep_idle(u32::MAX), 0);
+    assert_eq!(endpoint.sweep_idle(0), 1);
+    assert_eq!(pool(), (0, 0));
     h.shutdown().await;
 }
 

@@ -43,6 +43,8 @@ const BODY_READ: usize = 16 * 1024;
 pub(crate) struct Conn {
     stream: TcpStream,
     uses: u32,
+    /// Pool sweeps this connection has sat idle through (see `EndpointPool::sweep_idle`).
+    idle_sweeps: u32,
     _cx: UpstreamCx,
 }
 
@@ -51,12 +53,24 @@ impl Conn {
         Conn {
             stream,
             uses: 0,
+            idle_sweeps: 0,
             _cx: cx,
         }
     }
 
     pub(crate) fn uses(&self) -> u32 {
         self.uses
+    }
+
+    /// Counts one more pool sweep spent idle.
+    pub(crate) fn swept(&mut self) -> u32 {
+        self.idle_sweeps += 1;
+        self.idle_sweeps
+    }
+
+    /// Back in the pool: idle from now.
+    pub(crate) fn pooled(&mut self) {
+        self.idle_sweeps = 0;
     }
 
     /// Whether an idle connection can take a request. A server that closed it (or sent

@@ -42,6 +42,9 @@ use crate::metrics::{ClusterStats, EndpointStats};
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// Stale pooled connections (closed by the server while idle) skipped before a fresh connect.
 const MAX_STALE_SKIPS: usize = 8;
+/// Idle pooled connections are closed after this long unused: Envoy's default upstream
+/// `idle_timeout` (xDS `common_http_protocol_options.idle_timeout` is not read yet).
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What decides whether existing connections can be kept across a cluster update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +185,8 @@ impl Body for ResponseStream {
 struct Http1Conn {
     sender: http1::SendRequest<RequestBody>,
     uses: u32,
+    /// Pool sweeps spent idle (see [`EndpointPool::sweep_idle`]).
+    idle_sweeps: u32,
 }
 
 /// Connections to one endpoint address.
@@ -210,7 +215,8 @@ impl PooledHttp1 {
     /// Returns the connection for reuse. Called at the end of the response body; hyper may
     /// still be finishing the exchange, so a later checkout waits for `ready()`.
     pub fn release(self) {
-        let PooledHttp1 { conn, pool } = self;
+        let PooledHttp1 { mut conn, pool } = self;
+        conn.idle_sweeps = 0;
         if conn.sender.is_closed()
             || pool
                 .settings
@@ -301,8 +307,32 @@ impl EndpointPool {
                 .len()
     }
 
+    /// Closes the idle connections the server has closed, and those that sat idle through more
+    /// than `max_sweeps` sweeps; returns how many. Without it, a connection the server closed
+    /// would hold its socket (in CLOSE_WAIT) until a request took it from the pool, and one
+    /// never used again would stay open for good. Called by the runtime every
+    /// `ProxyOptions::idle_sweep_period` (5 s), off the data path; a request finds the lock
+    /// free or held as briefly as by another request.
+    pub fn sweep_idle(&self, max_sweeps: u32) -> usize {
+        let mut closed = 0;
+        {
+            let mut idle = self.idle_inline.lock().unwrap_or_else(|e| e.into_inner());
+            let before = idle.len();
+            idle.retain_mut(|conn| conn.usable() && conn.swept() <= max_sweeps);
+            closed += before - idle.len();
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let before = idle.len();
+        idle.retain_mut(|conn| {
+            conn.idle_sweeps += 1;
+            !conn.sender.is_closed() && conn.idle_sweeps <= max_sweeps
+        });
+        closed + before - idle.len()
+    }
+
     /// Takes back a connection of our own HTTP/1.1 client after a complete exchange.
-    pub(crate) fn release_inline(&self, conn: h1::Conn) {
+    pub(crate) fn release_inline(&self, mut conn: h1::Conn) {
+        conn.pooled();
         if self
             .settings
             .max_requests_per_connection
@@ -477,7 +507,14 @@ impl EndpointPool {
             Err(e) => return Err(HyperSendError::NotSent(e, Box::new(req))),
         };
         match sender.try_send_request(req).await {
-            Ok(response) => Ok((response, self.lend(Http1Conn { sender, uses: 1 }))),
+            Ok(response) => Ok((
+                response,
+                self.lend(Http1Conn {
+                    sender,
+                    uses: 1,
+                    idle_sweeps: 0,
+                }),
+            )),
             Err(mut e) => match e.take_message() {
                 Some(back) => Err(HyperSendError::NotSent(
                     ProxyError::Handshake(e.into_error()),
