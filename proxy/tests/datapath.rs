@@ -1729,6 +1729,19 @@ async fn scripted_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// A proxy with one HTTP/1.1 listener routing everything to a [`scripted_upstream`], and the
+/// upstream's count of accepted connections.
+async fn behind_scripted_upstream() -> (Harness, Arc<AtomicUsize>) {
+    let (upstream, accepted) = scripted_upstream().await;
+    let rc = route_config("rc", vec![vhost(vec![forward("u", "/", to("u"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("u", &[upstream])],
+    ))
+    .await;
+    (h, accepted)
+}
+
 async fn scripted_connection(mut stream: TcpStream) {
     let mut buf = Vec::new();
     loop {
@@ -1898,13 +1911,7 @@ async fn upstream_response_fields_reach_http1_and_h2_clients_alike() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_http1_framings_reuse_and_faults() {
-    let (upstream, accepted) = scripted_upstream().await;
-    let rc = route_config("rc", vec![vhost(vec![forward("u", "/", to("u"))])]);
-    let h = Harness::start(proxy_config(
-        vec![http_listener("http", rc)],
-        vec![cluster("u", &[upstream])],
-    ))
-    .await;
+    let (h, accepted) = behind_scripted_upstream().await;
     let client = h1_client();
     let url = |path: &str| h.url("http", path);
     let connections = || accepted.load(Ordering::Relaxed);
@@ -1983,13 +1990,7 @@ async fn upstream_http1_framings_reuse_and_faults() {
 /// connection the server keeps open stays pooled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_the_server_closed_are_closed() {
-    let (upstream, accepted) = scripted_upstream().await;
-    let rc = route_config("rc", vec![vhost(vec![forward("u", "/", to("u"))])]);
-    let h = Harness::start(proxy_config(
-        vec![http_listener("http", rc)],
-        vec![cluster("u", &[upstream])],
-    ))
-    .await;
+    let (h, accepted) = behind_scripted_upstream().await;
     let client = h1_client();
     let pool = || {
         let snapshot = h.handle.snapshot();
