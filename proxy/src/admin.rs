@@ -22,7 +22,7 @@ use crate::config::{
     Cluster, ClusterTarget, DomainMatch, Endpoint, HeaderMatch, HeaderValueOption, Listener,
     ListenerFilter, PathMatch, RouteAction, RouteConfig, RouteSource, StringMatch, TcpTarget,
 };
-use crate::runtime::{ListenerState, ProxyHandle};
+use crate::state::{ListenerState, ProxyHandle};
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(

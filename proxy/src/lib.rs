@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod route;
 pub mod runtime;
+pub mod state;
 pub mod tcp;
 pub mod upstream;
 pub mod xds;

@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 use crate::config::Listener;
 use crate::http::HttpListener;
 use crate::metrics::ListenerStats;
-use crate::runtime::Shared;
+use crate::state::Shared;
 use crate::tcp::TcpProxyListener;
 
 /// A listener generation's lifecycle, watched by its accept loop and its connections.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::config::{TcpProxy, TcpTarget};
 use crate::listener::{ConnGuard, Drain};
 use crate::metrics::TcpStats;
-use crate::runtime::Shared;
+use crate::state::Shared;
 
 pub(crate) struct TcpProxyListener {
     pub config: Arc<TcpProxy>,

@@ -37,7 +37,7 @@ use super::headers::{
 use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
 use crate::error::{ProxyError, Retry, local_reply};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
-use crate::runtime::ClusterRuntime;
+use crate::state::ClusterRuntime;
 use crate::upstream::{
     Added, BodySource, InFlight, PooledHttp1, ResponseStream, SendError, UpstreamRequest,
 };

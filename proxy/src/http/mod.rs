@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::config::{HttpConnectionManager, RouteConfig};
 use crate::listener::{ConnGuard, Drain};
 use crate::metrics::HttpStats;
-use crate::runtime::Shared;
+use crate::state::Shared;
 use body::DownstreamBody;
 
 /// hyper refuses read buffers below this.

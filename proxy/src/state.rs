@@ -1,0 +1,198 @@
+//! The state the data path reads, published by the runtime: the current [`Snapshot`] (the
+//! validated config with each cluster's runtime state and each HTTP listener's routes), the
+//! listeners' status, stats, and the proxy's options. A leaf below the runtime: the data path
+//! (listener, http, tcp) and the admin API import it, never the orchestrator that swaps it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fnv::FnvHashMap;
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::balance::Balancer;
+use crate::config::{Cluster, LbPolicy, ProxyConfig, RouteConfig};
+use crate::metrics::{ClusterMembership, ClusterStats, Registry, StatsView};
+use crate::upstream::ClusterUpstream;
+use crate::xds::XdsStats;
+
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Concurrent downstream connections over all listeners; more are closed at accept.
+    pub max_connections: usize,
+    /// How long a removed or replaced listener's connections get to finish.
+    pub drain_timeout: Duration,
+    /// How often idle upstream connections are checked: closed by their server, or unused
+    /// for [`upstream::UPSTREAM_IDLE_TIMEOUT`] (counted in sweeps of this period).
+    pub idle_sweep_period: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            max_connections: 16 * 1024,
+            drain_timeout: Duration::from_secs(10),
+            idle_sweep_period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A cluster ready for requests.
+#[derive(Debug)]
+pub struct ClusterRuntime {
+    pub config: Arc<Cluster>,
+    pub balancer: Balancer,
+    /// Index-aligned with `balancer.endpoints()`.
+    pub upstream: ClusterUpstream,
+    pub stats: Arc<ClusterStats>,
+    /// Whether the balancer uses a request hash (ring hash, maglev).
+    pub(crate) hashing: bool,
+}
+
+impl ClusterRuntime {
+    pub(crate) fn build(
+        config: &Arc<Cluster>,
+        stats: Arc<ClusterStats>,
+        previous: Option<&ClusterRuntime>,
+    ) -> ClusterRuntime {
+        let balancer = Balancer::new(&config.lb_policy, Arc::clone(&config.endpoints));
+        let upstream = ClusterUpstream::build(
+            config,
+            balancer.endpoints(),
+            &stats,
+            previous.map(|p| &p.upstream),
+        );
+        ClusterRuntime {
+            config: Arc::clone(config),
+            hashing: matches!(
+                config.lb_policy,
+                LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }
+            ),
+            balancer,
+            upstream,
+            stats,
+        }
+    }
+}
+
+/// Everything a request needs, published as one unit.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub config: Arc<ProxyConfig>,
+    /// Looked up by name on every request. FNV instead of SipHash: the names come from the
+    /// control plane, not from requests, so a keyed hash buys nothing here.
+    pub clusters: FnvHashMap<String, Arc<ClusterRuntime>>,
+    /// Each HTTP listener's route configuration (inline, or its RDS one once it arrived).
+    pub(crate) listener_routes: FnvHashMap<String, Arc<RouteConfig>>,
+}
+
+impl Snapshot {
+    pub fn route_config(&self, listener: &str) -> Option<&RouteConfig> {
+        self.listener_routes.get(listener).map(|rc| &**rc)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ListenerState {
+    Active {
+        address: SocketAddr,
+    },
+    /// Waiting for its RDS route configuration.
+    Warming {
+        route_config: String,
+    },
+    /// Could not bind; retried with the next update.
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub configured_address: SocketAddr,
+    #[serde(flatten)]
+    pub state: ListenerState,
+}
+
+/// State shared by the runtime, the data path and the admin API.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub listeners: ArcSwap<BTreeMap<String, ListenerStatus>>,
+    pub stats: Registry,
+    pub xds: Arc<XdsStats>,
+    pub conn_limit: Arc<Semaphore>,
+    pub ready: AtomicBool,
+    pub applied: watch::Sender<Arc<ProxyConfig>>,
+    pub options: ProxyOptions,
+}
+
+/// A cheap handle on a running proxy, for the admin API and tests.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ProxyHandle {
+    /// True once a non-empty configuration has been applied.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Relaxed)
+    }
+
+    /// The address a listener is accepting on (the bound one, when configured with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        match &self.shared.listeners.load().get(name)?.state {
+            ListenerState::Active { address } => Some(*address),
+            _ => None,
+        }
+    }
+
+    pub fn listeners(&self) -> Arc<BTreeMap<String, ListenerStatus>> {
+        self.shared.listeners.load_full()
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    pub fn xds_stats(&self) -> &XdsStats {
+        &self.shared.xds
+    }
+
+    /// Waits until `config` (the latest one published) has been applied, listeners included.
+    pub async fn wait_applied(&self, config: &Arc<ProxyConfig>) {
+        let mut applied = self.shared.applied.subscribe();
+        let _ = applied.wait_for(|c| Arc::ptr_eq(c, config)).await;
+    }
+
+    /// Counters for `/stats` and `/stats/prometheus`.
+    pub fn stats(&self) -> StatsView {
+        let snapshot = self.shared.snapshot.load();
+        let membership: BTreeMap<String, ClusterMembership> = snapshot
+            .clusters
+            .iter()
+            .map(|(name, c)| {
+                let endpoints = c.balancer.endpoints();
+                let healthy = endpoints.iter().filter(|e| e.healthy).count() as u64;
+                (
+                    name.clone(),
+                    ClusterMembership {
+                        healthy,
+                        total: endpoints.len() as u64,
+                    },
+                )
+            })
+            .collect();
+        StatsView::gather(
+            &self.shared.stats,
+            &self.shared.xds.view(),
+            self.is_ready(),
+            &membership,
+        )
+    }
+}
