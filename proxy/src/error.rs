@@ -1,14 +1,17 @@
 //! Why a request ended without an upstream response, who is to blame, whether trying again is
-//! safe, and — in exactly one place — the local reply the client gets for it.
+//! safe, and the local reply it gets: status, body and Envoy's response flag, decided here and
+//! nowhere else (`http::local_reply` only encodes what this module decides, as HTTP or gRPC).
+//! A leaf: it imports nothing from the rest of the proxy.
 //!
-//! Mapping (status, body, Envoy response flag):
+//! Mapping (status, body, Envoy response flag), Envoy 1.40's answers, checked by the
+//! differential tests:
 //! - no route: 404, empty (NR)
 //! - route names an unknown cluster: 503, empty (NC)
 //! - no healthy endpoint: 503 `no healthy upstream` (UH)
-//! - connect failure or connect timeout: 502 `upstream connect error or disconnect/reset before
-//!   headers. reset reason: connection failure` (UF; Envoy itself answers 503 here, the mesh
-//!   answers 502 as its issue asks)
-//! - upstream reset before response headers: 502, same text with `connection termination` (UC)
+//! - connect refused or failed: 503 `upstream connect error or disconnect/reset before headers.
+//!   reset reason: remote connection failure` (UF); a connect timeout says `connection timeout`
+//! - upstream reset before response headers: 503, same text with `connection termination` (UC)
+//! - after retries, the text says `retried and the latest reset reason: ...` (and URX is added)
 //! - upstream response head not valid HTTP/1.1: 502, same text with `protocol error` (UPE)
 //! - route timeout or per-try timeout on the last try: 504 `upstream request timeout` (UT)
 //! - downstream body failed: 400 (DPE)
@@ -18,11 +21,11 @@
 //! gRPC requests get Envoy's trailers-only translation: HTTP 200 with `grpc-status`
 //! (UNAVAILABLE for 502/503/504, UNIMPLEMENTED for 404, ...) and the body as `grpc-message`.
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use std::borrow::Cow;
 
-use crate::http::body::{BoxError, ResponseBody};
+use http::StatusCode;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Who failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,11 +74,16 @@ pub enum ProxyError {
     DownstreamBody(#[source] hyper::Error),
 }
 
-const CONNECT_FAILURE: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
-const PROTOCOL_ERROR: &str =
-    "upstream connect error or disconnect/reset before headers. reset reason: protocol error";
-const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+/// What the client is told when the proxy answers itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: StatusCode,
+    pub body: Cow<'static, str>,
+    /// Envoy's response flags, comma-separated (for logs).
+    pub flags: &'static str,
+}
+
+const BEFORE_HEADERS: &str = "upstream connect error or disconnect/reset before headers. ";
 
 impl ProxyError {
     pub fn side(&self) -> Side {
@@ -115,32 +123,28 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::UnknownCluster | ProxyError::NoHealthyUpstream => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::ConnectFailure(_)
+            ProxyError::UnknownCluster
+            | ProxyError::NoHealthyUpstream
+            | ProxyError::ConnectFailure(_)
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_)
-            | ProxyError::UpstreamReset(_)
-            | ProxyError::UpstreamProtocol(_)
-            | ProxyError::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamReset(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamProtocol(_) | ProxyError::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
             ProxyError::PerTryTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
-    fn body(&self) -> &'static str {
-        match self {
-            ProxyError::NoRoute | ProxyError::UnknownCluster | ProxyError::DownstreamBody(_) => "",
-            ProxyError::NoHealthyUpstream => "no healthy upstream",
-            ProxyError::ConnectFailure(_)
-            | ProxyError::ConnectTimeout
-            | ProxyError::Handshake(_) => CONNECT_FAILURE,
-            ProxyError::UpstreamReset(_) => RESET,
-            ProxyError::UpstreamProtocol(_) => PROTOCOL_ERROR,
-            ProxyError::UpgradeToHttp2 => "upgrade failed",
-            ProxyError::PerTryTimeout | ProxyError::Timeout => "upstream request timeout",
-        }
+    /// Envoy's reset reason for a failure before the response headers (its
+    /// `resetReasonToString`), if this is one.
+    fn reset_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ProxyError::ConnectFailure(_) | ProxyError::Handshake(_) => "remote connection failure",
+            ProxyError::ConnectTimeout => "connection timeout",
+            ProxyError::UpstreamReset(_) => "connection termination",
+            ProxyError::UpstreamProtocol(_) => "protocol error",
+            _ => return None,
+        })
     }
 
     /// Envoy's access-log response flag.
@@ -159,72 +163,36 @@ impl ProxyError {
         }
     }
 
-    /// The local reply for this error; `grpc` when the request was gRPC.
-    pub fn to_response(&self, grpc: bool) -> Response<ResponseBody> {
-        local_reply(
-            self.status(),
-            Bytes::from_static(self.body().as_bytes()),
-            grpc,
-        )
-    }
-}
-
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-
-/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
-fn grpc_status_for(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "13",
-        401 => "16",
-        403 => "7",
-        404 => "12",
-        429 | 502 | 503 | 504 => "14",
-        _ => "2",
-    }
-}
-
-/// Percent-encodes what gRPC does not allow raw in `grpc-message`.
-fn grpc_message(body: &[u8]) -> Option<HeaderValue> {
-    if body.is_empty() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    for &b in body {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            out.push(b);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    /// The local reply for this error; `retried` when it ends a request that was tried more
+    /// than once.
+    pub fn local_reply(&self, retried: bool) -> LocalReply {
+        let body: Cow<'static, str> = match (self, self.reset_reason()) {
+            (_, Some(reason)) => {
+                let latest = if retried {
+                    "retried and the latest "
+                } else {
+                    ""
+                };
+                Cow::Owned(format!("{BEFORE_HEADERS}{latest}reset reason: {reason}"))
+            }
+            (ProxyError::NoHealthyUpstream, None) => Cow::Borrowed("no healthy upstream"),
+            (ProxyError::UpgradeToHttp2, None) => Cow::Borrowed("upgrade failed"),
+            (ProxyError::PerTryTimeout | ProxyError::Timeout, None) => {
+                Cow::Borrowed("upstream request timeout")
+            }
+            (_, None) => Cow::Borrowed(""),
+        };
+        let flags = match (self.flag(), retried && self.reset_reason().is_some()) {
+            ("UF", true) => "UF,URX",
+            ("UC", true) => "UC,URX",
+            (flag, _) => flag,
+        };
+        LocalReply {
+            status: self.status(),
+            body,
+            flags,
         }
     }
-    HeaderValue::from_bytes(&out).ok()
-}
-
-/// Builds every response the proxy makes itself: error replies, direct responses.
-pub fn local_reply(status: StatusCode, body: Bytes, grpc: bool) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::empty());
-    if !grpc {
-        *response.status_mut() = status;
-    }
-    let headers = response.headers_mut();
-    if grpc {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(
-            GRPC_STATUS.clone(),
-            HeaderValue::from_static(grpc_status_for(status)),
-        );
-        if let Some(message) = grpc_message(&body) {
-            headers.insert(GRPC_MESSAGE.clone(), message);
-        }
-        return response;
-    }
-    if !body.is_empty() {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        *response.body_mut() = ResponseBody::full(body);
-    }
-    response
 }
 
 #[cfg(test)]
@@ -232,11 +200,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mapping_follows_the_issue() {
+    fn mapping_follows_envoy() {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoHealthyUpstream.status(), 503);
         assert_eq!(ProxyError::UnknownCluster.status(), 503);
-        assert_eq!(ProxyError::ConnectTimeout.status(), 502);
+        assert_eq!(ProxyError::ConnectTimeout.status(), 503);
+        assert_eq!(ProxyError::UpstreamProtocol("x").status(), 502);
         assert_eq!(ProxyError::Timeout.status(), 504);
         assert_eq!(ProxyError::ConnectTimeout.retry(), Retry::Safe);
         assert_eq!(ProxyError::PerTryTimeout.retry(), Retry::IfReplayable);
@@ -245,21 +214,24 @@ mod tests {
     }
 
     #[test]
-    fn grpc_requests_get_trailers_only_replies() {
-        let r = ProxyError::NoHealthyUpstream.to_response(true);
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["grpc-status"], "14");
-        assert_eq!(r.headers()["grpc-message"], "no healthy upstream");
+    fn reset_replies_name_the_reason_and_the_retries() {
+        let refused = ProxyError::ConnectFailure(std::io::ErrorKind::ConnectionRefused.into());
+        let once = refused.local_reply(false);
+        assert_eq!((once.status.as_u16(), once.flags), (503, "UF"));
         assert_eq!(
-            grpc_message(b"a%\n").as_ref().map(|v| v.as_bytes()),
-            Some(&b"a%25%0A"[..])
+            once.body,
+            "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
         );
-    }
-
-    #[test]
-    fn empty_bodies_have_no_content_type() {
-        let r = ProxyError::NoRoute.to_response(false);
-        assert_eq!(r.status(), 404);
-        assert!(r.headers().get(CONTENT_TYPE).is_none());
+        let reset = ProxyError::UpstreamReset("eof".into()).local_reply(true);
+        assert_eq!(reset.flags, "UC,URX");
+        assert_eq!(
+            reset.body,
+            "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection termination"
+        );
+        assert_eq!(
+            ProxyError::Timeout.local_reply(true).body,
+            "upstream request timeout"
+        );
+        assert_eq!(ProxyError::NoRoute.local_reply(false).body, "");
     }
 }

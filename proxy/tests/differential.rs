@@ -7,8 +7,7 @@
 //!
 //! The cases are a table (`cases()`): one entry per request. Each states what Envoy answers,
 //! so that a case keeps testing what its name says, and our proxy is compared with Envoy's
-//! actual answer. A known difference is an entry with `expect_same: false` and the answer our
-//! proxy gives instead (asserted: when the difference is fixed, the case fails and says so).
+//! actual answer, local replies (status and body) included.
 //!
 //! Envoy comes from `MESH_ENVOY` or `<workspace>/.venv/bin/envoy`. Without it the tests skip
 //! loudly, except in CI (`CI=true`), where they fail.
@@ -106,8 +105,7 @@ enum Expect {
         backend: &'static str,
         route: &'static str,
     },
-    /// An answer the proxy makes itself (its body is not compared: the texts differ in
-    /// detail).
+    /// An answer the proxy makes itself; its body must be Envoy's.
     Local(u16),
     Direct {
         status: u16,
@@ -148,11 +146,6 @@ struct Case {
     attempts: Option<u32>,
     /// Sent this many times (one connection each); every answer is compared.
     repeat: usize,
-    /// `false`: a known difference; our proxy answers `mesh` instead of what Envoy answers,
-    /// and everything else still has to match.
-    expect_same: bool,
-    mesh: Option<Expect>,
-    why: &'static str,
 }
 
 fn case(name: &'static str, request: Req, envoy: Expect) -> Case {
@@ -164,9 +157,6 @@ fn case(name: &'static str, request: Req, envoy: Expect) -> Case {
         host_seen: None,
         attempts: None,
         repeat: 1,
-        expect_same: true,
-        mesh: None,
-        why: "",
     }
 }
 
@@ -190,19 +180,7 @@ impl Case {
         self.repeat = n;
         self
     }
-
-    /// A known difference: our proxy answers `mesh`, for the reason `why`.
-    fn known_difference(mut self, mesh: Expect, why: &'static str) -> Case {
-        self.expect_same = false;
-        self.mesh = Some(mesh);
-        self.why = why;
-        self
-    }
 }
-
-/// 502 where Envoy says 503: our issue asks for "502 connect failure or reset".
-const BAD_GATEWAY_BY_DESIGN: &str = "the mesh answers a connect failure or an upstream reset with 502, as its issue mandates; \
-     Envoy answers 503";
 
 fn cases() -> Vec<Case> {
     vec![
@@ -558,8 +536,7 @@ fn cases() -> Vec<Case> {
             get("/retry-reset").header("x-test-reset-times", "9"),
             Expect::Local(503),
         )
-        .attempts(3)
-        .known_difference(Expect::Local(502), BAD_GATEWAY_BY_DESIGN),
+        .attempts(3),
         case(
             "retry reset: not on 5xx",
             get("/retry-reset").header("x-test-fail", "503"),
@@ -598,11 +575,9 @@ fn cases() -> Vec<Case> {
             get("/no-retry").header("x-test-reset-times", "1"),
             Expect::Local(503),
         )
-        .attempts(1)
-        .known_difference(Expect::Local(502), BAD_GATEWAY_BY_DESIGN),
+        .attempts(1),
         // ---- local answers ----
-        case("connect failure", get("/connect-fail"), Expect::Local(503))
-            .known_difference(Expect::Local(502), BAD_GATEWAY_BY_DESIGN),
+        case("connect failure", get("/connect-fail"), Expect::Local(503)),
         case(
             "no healthy upstream: 503",
             get("/no-healthy"),
@@ -734,7 +709,7 @@ fn comparable_request_header(name: &str) -> bool {
 
 /// Response headers compared. Both proxies answer with their own `date`; Envoy adds
 /// `server: envoy` and `x-envoy-*` headers; the length of a backend's echo depends on the
-/// headers it got, and the bodies of local answers are not compared.
+/// headers it got.
 fn comparable_response_header(name: &str) -> bool {
     !(name.starts_with("x-envoy-")
         || name == "date"
@@ -945,7 +920,7 @@ async fn ask(
 
 /// Runs one case; `Err` describes the failure with both answers.
 async fn run_case(t: &Targets, case: &Case, mode: &str) -> Result<(), String> {
-    let compare_body = matches!(case.envoy, Expect::Direct { .. });
+    let compare_body = matches!(case.envoy, Expect::Direct { .. } | Expect::Local(_));
     for round in 0..case.repeat {
         let key_e = format!("{mode}/{}/{round}/envoy", case.name);
         let key_m = format!("{mode}/{}/{round}/mesh", case.name);
@@ -962,29 +937,8 @@ async fn run_case(t: &Targets, case: &Case, mode: &str) -> Result<(), String> {
             )
         };
         check(&case.envoy, case, &envoy).map_err(|e| report(format!("Envoy: {e}")))?;
-        if case.expect_same {
-            if envoy != mesh {
-                return Err(report("the answers differ".into()));
-            }
-        } else {
-            let expected = case.mesh.as_ref().unwrap();
-            check(expected, case, &mesh).map_err(|e| {
-                report(format!(
-                    "known difference ({}) no longer as documented: mesh {e}; if it was fixed, \
-                     make the case expect_same",
-                    case.why
-                ))
-            })?;
-            // Local answers that differ in status only must match in everything else.
-            let mut aligned = mesh.clone();
-            aligned.status = envoy.status;
-            let local = envoy.upstream.is_none() && mesh.upstream.is_none();
-            if local && envoy != aligned {
-                return Err(report(format!(
-                    "the answers differ beyond the known difference ({})",
-                    case.why
-                )));
-            }
+        if envoy != mesh {
+            return Err(report("the answers differ".into()));
         }
     }
     Ok(())
@@ -998,7 +952,6 @@ async fn run_table(t: &Targets, mode: &str) {
     let mut names = std::collections::HashSet::new();
     for c in &cases {
         assert!(names.insert(c.name), "duplicate case name {:?}", c.name);
-        assert_eq!(c.expect_same, c.mesh.is_none(), "case {:?}", c.name);
     }
     let mut failures = Vec::new();
     for case in &cases {
@@ -1013,9 +966,8 @@ async fn run_table(t: &Targets, mode: &str) {
         cases.len(),
         failures.join("\n\n")
     );
-    let known = cases.iter().filter(|c| !c.expect_same).count();
     eprintln!(
-        "{mode}: {} cases: same answers from Envoy and the mesh proxy, {known} known differences as documented",
+        "{mode}: {} cases: same answers from Envoy and the mesh proxy",
         cases.len()
     );
 }

@@ -16,7 +16,7 @@ use crate::error::ProxyError;
 use crate::upstream::h1::PassedHead;
 use crate::upstream::{InFlight, PooledHttp1, ResponseStream};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::error::BoxError;
 
 /// A request body as it arrived: streamed by hyper, or read whole by our own HTTP/1.1 server.
 #[derive(Debug)]

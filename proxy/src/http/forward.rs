@@ -34,8 +34,9 @@ use super::body::{DownstreamBody, ResponseBody, StreamTimer, UpstreamBody};
 use super::headers::{
     self, Levels, RequestFacts, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
+use super::local_reply::local_reply;
 use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
-use crate::error::{ProxyError, Retry, local_reply};
+use crate::error::{ProxyError, Retry};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
 use crate::state::ClusterRuntime;
 use crate::upstream::{
@@ -156,7 +157,17 @@ pub(super) async fn proxy(
 }
 
 fn reply(levels: &Levels<'_>, error: &ProxyError, grpc: bool) -> Response<ResponseBody> {
-    let mut response = error.to_response(grpc);
+    reply_after(levels, error, false, grpc)
+}
+
+/// The local reply for `error`; `retried` when the request was tried more than once.
+fn reply_after(
+    levels: &Levels<'_>,
+    error: &ProxyError,
+    retried: bool,
+    grpc: bool,
+) -> Response<ResponseBody> {
+    let mut response = error.local_reply(retried).into_response(grpc);
     levels.mutate_response(response.headers_mut());
     response
 }
@@ -338,7 +349,10 @@ async fn forward(
                 Some(result) => result,
                 None => {
                     cluster.stats.upstream_rq_timeout.inc();
-                    Err(ProxyError::Timeout)
+                    Err(Failed {
+                        error: ProxyError::Timeout,
+                        retried: false,
+                    })
                 }
             }
         }
@@ -351,9 +365,9 @@ async fn forward(
         took,
     } = match result {
         Ok(upstream) => upstream,
-        Err(error) => {
+        Err(Failed { error, retried }) => {
             tracing::debug!(%error, flag = error.flag(), side = ?error.side(), "local reply");
-            return reply(levels, &error, grpc);
+            return reply_after(levels, &error, retried, grpc);
         }
     };
     let service_time = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
@@ -481,6 +495,13 @@ async fn backoff(policy: &RetryPolicy, retry: u32) {
     tokio::time::sleep(Duration::from_micros(fastrand::u64(0..upper))).await;
 }
 
+/// Why the tries ended without a response.
+struct Failed {
+    error: ProxyError,
+    /// More than one try was made.
+    retried: bool,
+}
+
 /// `first_try`: when the first try starts, read by the caller (clock reads are a visible
 /// part of a request's cost).
 async fn send_with_retries(
@@ -489,7 +510,7 @@ async fn send_with_retries(
     policy: Option<&RetryPolicy>,
     req: &mut UpstreamRequest,
     first_try: Instant,
-) -> Result<Upstream, ProxyError> {
+) -> Result<Upstream, Failed> {
     let max_retries = policy.map_or(0, |p| p.num_retries);
     let per_try = policy
         .and_then(|p| p.per_try_timeout)
@@ -500,11 +521,17 @@ async fn send_with_retries(
     loop {
         let Some(index) = cluster.balancer.pick(hash, &tried) else {
             stats.upstream_cx_none_healthy.inc();
-            return Err(ProxyError::NoHealthyUpstream);
+            return Err(Failed {
+                error: ProxyError::NoHealthyUpstream,
+                retried: retries > 0,
+            });
         };
         let Some(pool) = cluster.upstream.endpoint(index) else {
             stats.upstream_cx_none_healthy.inc();
-            return Err(ProxyError::NoHealthyUpstream);
+            return Err(Failed {
+                error: ProxyError::NoHealthyUpstream,
+                retried: retries > 0,
+            });
         };
         let in_flight = InFlight::start(pool, cluster.balancer.start(index));
         let started = if retries == 0 {
@@ -555,7 +582,10 @@ async fn send_with_retries(
             Err(SendError::NotSent(error)) => {
                 pool.stats.rq_error.inc();
                 if !(may_retry && policy.is_some_and(|p| retry_on_error(p, &error))) {
-                    return Err(error);
+                    return Err(Failed {
+                        error,
+                        retried: retries > 0,
+                    });
                 }
                 tracing::debug!(%error, endpoint = %pool.addr, "retrying");
             }
@@ -568,7 +598,10 @@ async fn send_with_retries(
                     && req.replayable()
                     && policy.is_some_and(|p| retry_on_error(p, &error)))
                 {
-                    return Err(error);
+                    return Err(Failed {
+                        error,
+                        retried: retries > 0,
+                    });
                 }
                 tracing::debug!(%error, endpoint = %pool.addr, "retrying");
             }

@@ -7,6 +7,7 @@ pub mod body;
 mod forward;
 mod h1;
 pub mod headers;
+pub mod local_reply;
 
 use std::convert::Infallible;
 use std::fmt;
