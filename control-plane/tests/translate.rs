@@ -526,6 +526,13 @@ fn public_and_upstream_listeners_for_http_and_tcp() {
         inbound.http_filters.last().unwrap().name,
         "envoy.filters.http.router"
     );
+    // Consul allows WebSocket upgrades on every HTTP listener.
+    let upgrades: Vec<&str> = inbound
+        .upgrade_configs
+        .iter()
+        .map(|u| u.upgrade_type.as_str())
+        .collect();
+    assert_eq!(upgrades, ["websocket"]);
 
     let api = listener(&s, "api:127.0.0.1:9191");
     assert_eq!(bind(&api), ("127.0.0.1".into(), 9191));

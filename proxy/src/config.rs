@@ -44,6 +44,17 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Option<Duration>,
     /// `stream_idle_timeout` (default 5m).
     pub stream_idle_timeout: Option<Duration>,
+    /// `upgrade_configs`: the upgrade types allowed unless a route says otherwise.
+    pub upgrades: Vec<UpgradeConfig>,
+}
+
+/// One `upgrade_configs` entry. A route's entry for a type overrides the connection
+/// manager's; a type neither allows is refused (403), as in Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeConfig {
+    /// Lower-case, compared with the request's `Upgrade` value ignoring case.
+    pub upgrade_type: String,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +189,8 @@ pub struct ForwardAction {
     pub idle_timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
     pub hash_policy: Vec<HashPolicy>,
+    /// The route's `upgrade_configs` (see [`UpgradeConfig`]).
+    pub upgrades: Vec<UpgradeConfig>,
 }
 
 #[derive(Debug, Clone)]

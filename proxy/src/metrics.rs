@@ -162,6 +162,7 @@ pub struct HttpStats {
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
     pub upgrades: Counter,
+    pub downstream_rq_ws_on_non_ws_route: Counter,
 }
 
 /// `tcp.<stat_prefix>.*`
@@ -380,6 +381,11 @@ impl StatsView {
             view.counter(&scope, "rq_direct_response", &s.rq_direct_response);
             view.counter(&scope, "rq_redirect", &s.rq_redirect);
             view.counter(&scope, "downstream_cx_upgrades_total", &s.upgrades);
+            view.counter(
+                &scope,
+                "downstream_rq_ws_on_non_ws_route",
+                &s.downstream_rq_ws_on_non_ws_route,
+            );
         }
         for (name, s) in entries(&registry.tcp) {
             let scope = Scope {

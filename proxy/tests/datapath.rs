@@ -85,7 +85,7 @@ fn empty() -> TestBody {
 }
 
 /// Every backend speaks HTTP/1.1 and h2c and understands a few paths:
-/// `/status/<code>`, `/sleep/<ms>`, `/ws` (upgrade, then echo bytes), `/stream` (gRPC-like
+/// `/status/<code>`, `/sleep/<ms>`, `.../ws` (upgrade, then echo bytes), `/stream` (gRPC-like
 /// streaming echo with trailers); anything else is answered with a description of the request.
 async fn backend_handle(
     name: &'static str,
@@ -105,7 +105,7 @@ async fn backend_handle(
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
-    if path == "/ws" {
+    if path.ends_with("/ws") {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(upgraded) = on.await {
@@ -248,6 +248,7 @@ fn forward_action(target: ClusterTarget) -> ForwardAction {
         idle_timeout: None,
         retry: None,
         hash_policy: vec![],
+        upgrades: vec![],
     }
 }
 
@@ -306,6 +307,7 @@ fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
         idle_timeout: Some(Duration::from_secs(3600)),
         request_headers_timeout: None,
         stream_idle_timeout: Some(Duration::from_secs(300)),
+        upgrades: vec![],
     }
 }
 
@@ -1086,29 +1088,61 @@ async fn http2_cluster_gets_the_original_authority() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrade_echoes() {
-    let ws = backend("ws").await;
-    let rc = route_config("rc", vec![vhost(vec![forward("ws", "/", to("ws"))])]);
-    let h = Harness::start(proxy_config(
-        vec![http_listener("http", rc)],
-        vec![cluster("ws", &[ws.addr])],
-    ))
-    .await;
-    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-        )
-        .await
-        .unwrap();
+fn upgrade(upgrade_type: &str, enabled: bool) -> UpgradeConfig {
+    UpgradeConfig {
+        upgrade_type: upgrade_type.into(),
+        enabled,
+    }
+}
+
+/// Sends an upgrade request for `path` and reads the response head.
+async fn ask_upgrade(addr: SocketAddr, path: &str, protocol: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    (stream, String::from_utf8_lossy(&head).to_lowercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_only_where_upgrade_configs_allow_them() {
+    let ws = backend("ws").await;
+    // Allowed by the connection manager, except on the route that disables it; the second
+    // listener allows none, except on the route that enables it.
+    let mut no_ws = to("ws");
+    no_ws.upgrades = vec![upgrade("websocket", false)];
+    let mut ws_route = to("ws");
+    ws_route.upgrades = vec![upgrade("websocket", true)];
+    let routes = |route_ws: ForwardAction| {
+        route_config(
+            "rc",
+            vec![vhost(vec![
+                forward("off", "/off", no_ws.clone()),
+                forward("route", "/route", route_ws),
+                forward("ws", "/", to("ws")),
+            ])],
+        )
+    };
+    let mut allowing = hcm("allowing", RouteSource::Inline(Arc::new(routes(to("ws")))));
+    allowing.upgrades = vec![upgrade("websocket", true)];
+    let refusing = hcm("refusing", RouteSource::Inline(Arc::new(routes(ws_route))));
+    let h = Harness::start(proxy_config(
+        vec![
+            http_listener_with("allowing", allowing),
+            http_listener_with("refusing", refusing),
+        ],
+        vec![cluster("ws", &[ws.addr])],
+    ))
+    .await;
+
+    let (mut stream, head) = ask_upgrade(h.addr("allowing"), "/ws", "websocket").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     for message in [&b"hello"[..], b"over the tunnel", &[0u8, 255, 1, 254]] {
@@ -1120,6 +1154,45 @@ async fn websocket_upgrade_echoes() {
             .unwrap();
         assert_eq!(back, message);
     }
+    // Refused with Envoy's 403 where no configuration allows the type; case is ignored.
+    for (listener, path, protocol, status) in [
+        ("allowing", "/off/ws", "websocket", 403),
+        ("allowing", "/ws", "WebSocket", 101),
+        ("allowing", "/ws", "tcp-tunnel", 403),
+        ("refusing", "/ws", "websocket", 403),
+        ("refusing", "/route/ws", "websocket", 101),
+    ] {
+        let (_, head) = ask_upgrade(h.addr(listener), path, protocol).await;
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{listener} {path} {protocol}: {head}"
+        );
+    }
+    let before = ws.hits.load(Ordering::Relaxed);
+    // An h2c upgrade goes on as a plain HTTP/1.1 request without its upgrade headers.
+    let mut stream = TcpStream::connect(h.addr("refusing")).await.unwrap();
+    stream
+        .write_all(
+            b"GET /plain HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_lowercase().contains("upgrade"), "{body}");
+    assert!(!body.to_lowercase().contains("http2-settings"), "{body}");
+    assert!(!body.contains("h:connection"), "{body}");
+    assert_eq!(ws.hits.load(Ordering::Relaxed), before + 1);
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.refusing.downstream_rq_ws_on_non_ws_route: 1"),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("http.allowing.downstream_rq_ws_on_non_ws_route: 1"),
+        "{stats}"
+    );
     h.shutdown().await;
 }
 

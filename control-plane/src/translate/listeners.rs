@@ -88,6 +88,12 @@ fn http_filter(stat_prefix: &str, routes: http_connection_manager::RouteSpecifie
             ))),
             ..Default::default()
         }],
+        // As Consul does for every HTTP listener: WebSocket upgrades pass (a proxy refuses
+        // upgrade types no `upgrade_configs` entry allows).
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
     Filter {

@@ -35,7 +35,7 @@ use super::headers::{
     self, Levels, RequestFacts, X_ENVOY_UPSTREAM_SERVICE_TIME, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use super::local_reply::local_reply;
-use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction};
+use crate::config::{ClusterTarget, ForwardAction, RetryPolicy, RouteAction, UpgradeConfig};
 use crate::error::{ProxyError, Retry};
 use crate::route::{RequestView, match_route, pick_weighted, request_hash, select_virtual_host};
 use crate::state::ClusterRuntime;
@@ -59,6 +59,11 @@ pub(super) async fn proxy(
     let stats = &ctx.listener.stats;
     let facts = RequestFacts::of(req.headers());
     let grpc = facts.grpc;
+    // One authority is routed by and forwarded (RFC 9112 3.2: a request with two Host
+    // fields is answered 400).
+    if facts.hosts_conflict {
+        return local_reply(StatusCode::BAD_REQUEST, Bytes::new(), false);
+    }
     let snapshot = ctx.shared.snapshot.load_full();
     let retired;
     let config = match snapshot.route_config(&ctx.listener.name) {
@@ -88,7 +93,17 @@ pub(super) async fn proxy(
         headers: req.headers(),
         source: ctx.peer,
     };
-    let Some(route) = match_route(vhost, &view) else {
+    let route = match_route(vhost, &view);
+    if facts.upgrade && wants_upgrade(req) {
+        let forward = route.and_then(|r| match &r.action {
+            RouteAction::Forward(action) => Some(&**action),
+            _ => None,
+        });
+        if !upgrade_allowed(ctx, forward, req) {
+            return local_reply(StatusCode::FORBIDDEN, Bytes::new(), false);
+        }
+    }
+    let Some(route) = route else {
         stats.no_route.inc();
         return ProxyError::NoRoute.to_response(grpc);
     };
@@ -172,11 +187,51 @@ fn reply_after(
     response
 }
 
-/// `Upgrade` (seen in the facts) counts over HTTP/1.1 with `Connection: upgrade`.
-fn wants_upgrade(facts: RequestFacts, req: &Request<DownstreamBody>) -> bool {
-    facts.upgrade
-        && req.version() <= Version::HTTP_11
-        && headers::connection_has(req.headers(), "upgrade")
+/// An HTTP/1.1 request with `Upgrade` and `Connection: upgrade` (only asked when the facts
+/// saw an `Upgrade` header).
+fn wants_upgrade(req: &Request<DownstreamBody>) -> bool {
+    req.version() <= Version::HTTP_11 && headers::connection_has(req.headers(), "upgrade")
+}
+
+/// Lets an upgrade through only where `upgrade_configs` allow its type, as Envoy does: the
+/// route's entry for the type decides if it has one, else the connection manager's; neither
+/// means 403. An `h2c` upgrade is never passed on (see `is_h2c_upgrade`).
+/// An `Upgrade: h2c` request: its upgrade headers are removed and it goes on as a plain
+/// HTTP/1.1 request (Envoy's codec does the same), so that a client's HTTP/2 preface never
+/// reaches a backend past the proxy's routing and policy.
+fn is_h2c_upgrade(req: &Request<DownstreamBody>) -> bool {
+    req.headers()
+        .get(UPGRADE)
+        .is_some_and(|p| p.as_bytes().trim_ascii().eq_ignore_ascii_case(b"h2c"))
+}
+
+fn upgrade_allowed(
+    ctx: &ConnCtx,
+    route: Option<&ForwardAction>,
+    req: &Request<DownstreamBody>,
+) -> bool {
+    let Some(protocol) = req.headers().get(UPGRADE) else {
+        return true;
+    };
+    let protocol = protocol.as_bytes().trim_ascii();
+    if protocol.eq_ignore_ascii_case(b"h2c") {
+        // Stripped by `forward`.
+        return true;
+    }
+    let configured = |upgrades: &[UpgradeConfig]| {
+        upgrades
+            .iter()
+            .find(|u| protocol.eq_ignore_ascii_case(u.upgrade_type.as_bytes()))
+            .map(|u| u.enabled)
+    };
+    let allowed = route
+        .and_then(|action| configured(&action.upgrades))
+        .or_else(|| configured(&ctx.listener.hcm.upgrades))
+        .unwrap_or(false);
+    if !allowed && protocol.eq_ignore_ascii_case(b"websocket") {
+        ctx.listener.stats.downstream_rq_ws_on_non_ws_route.inc();
+    }
+    allowed
 }
 
 /// The upstream response that ends the tries.
@@ -203,7 +258,9 @@ async fn forward(
     let arrived = Instant::now();
     let grpc = facts.grpc;
     let http2 = cluster.config.http2;
-    let upgrade = wants_upgrade(facts, req);
+    // Allowed by `upgrade_allowed`.
+    let h2c = facts.upgrade && is_h2c_upgrade(req);
+    let upgrade = facts.upgrade && !h2c && wants_upgrade(req);
     if upgrade && http2 {
         return reply(levels, &ProxyError::UpgradeToHttp2, grpc);
     }
@@ -255,9 +312,11 @@ async fn forward(
                 }
             }
             None => {
-                // The URI's authority first: origin-form targets (nearly all) have none.
+                // The request was routed by the target's authority when it has one (HTTP/2's
+                // `:authority`, HTTP/1.1's absolute form), so that is the Host sent on, in
+                // place of any `Host` field (RFC 9112 3.2.2). Origin-form targets (nearly all)
+                // have none and keep their Host.
                 if let Some(authority) = uri.authority()
-                    && !headers.contains_key(HOST)
                     && let Ok(host) = HeaderValue::from_str(authority.as_str())
                 {
                     headers.insert(HOST, host);
@@ -267,6 +326,9 @@ async fn forward(
         Uri::from(path_and_query)
     };
 
+    if h2c {
+        headers.remove(&headers::HTTP2_SETTINGS);
+    }
     if facts.hop_by_hop {
         headers::strip_hop_by_hop(&mut headers);
     }

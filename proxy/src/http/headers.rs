@@ -18,6 +18,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
+pub static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -77,14 +78,20 @@ pub struct RequestFacts {
     pub hop_by_hop: bool,
     pub x_forwarded_proto: bool,
     pub x_request_id: bool,
+    /// More than one `Host` field: the request names two authorities.
+    pub hosts_conflict: bool,
 }
 
 impl RequestFacts {
     pub fn of(headers: &HeaderMap) -> RequestFacts {
         let mut facts = RequestFacts::default();
         let mut content_type = false;
+        let mut host = false;
         for (name, value) in headers {
-            if name == CONTENT_TYPE {
+            if name == HOST {
+                facts.hosts_conflict |= host;
+                host = true;
+            } else if name == CONTENT_TYPE {
                 if !content_type {
                     content_type = true;
                     facts.grpc = value.as_bytes().starts_with(b"application/grpc");

@@ -268,7 +268,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
     )?;
     unsupported("via", &via)?;
     unsupported("proxy_100_continue", &proxy_100_continue)?;
-    unsupported("upgrade_configs", &upgrade_configs)?;
+    let upgrades = hcm_upgrades(upgrade_configs).at("upgrade_configs")?;
     unsupported_true("normalize_path", &normalize_path)?;
     unsupported("merge_slashes", &merge_slashes)?;
     match PathWithEscapedSlashesAction::try_from(path_with_escaped_slashes_action) {
@@ -340,7 +340,39 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         idle_timeout,
         request_headers_timeout,
         stream_idle_timeout,
+        upgrades,
     })
+}
+
+/// The HCM's `upgrade_configs`. Upgrade-specific filter chains are not supported; CONNECT
+/// needs Envoy's CONNECT handling (`connect_matcher`, `connect_config`), which we do not
+/// have; `h2c` upgrades are always stripped (as Envoy's codec does), so allowing them would
+/// be a yes that does nothing.
+fn hcm_upgrades(
+    configs: Vec<http_connection_manager::UpgradeConfig>,
+) -> Result<Vec<config::UpgradeConfig>> {
+    let mut out: Vec<config::UpgradeConfig> = Vec::with_capacity(configs.len());
+    for (i, c) in configs.into_iter().enumerate() {
+        let http_connection_manager::UpgradeConfig {
+            upgrade_type,
+            filters,
+            enabled,
+        } = c;
+        let at = format!("[{i}]");
+        unsupported(&format!("{at}.filters"), &filters)?;
+        let upgrade_type = super::upgrade_type(&format!("{at}.upgrade_type"), &upgrade_type)?;
+        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
+            return invalid(
+                format!("{at}.upgrade_type"),
+                format!("{upgrade_type:?} is configured twice"),
+            );
+        }
+        out.push(config::UpgradeConfig {
+            upgrade_type,
+            enabled: enabled.is_none_or(|e| e.value),
+        });
+    }
+    Ok(out)
 }
 
 /// The HTTP filter chain must be exactly the router.

@@ -202,6 +202,28 @@ fn optional_duration(path: &str, d: &Option<pbwkt::Duration>) -> Result<Option<D
     }
 }
 
+/// An `upgrade_configs` type: a token, lower-cased for matching. CONNECT and h2c are refused
+/// (see `listener::hcm_upgrades`).
+fn upgrade_type(path: &str, name: &str) -> Result<String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b));
+    if !valid {
+        return invalid(path, format!("{name:?} is not an upgrade protocol token"));
+    }
+    if name.eq_ignore_ascii_case("connect") {
+        return invalid(path, "CONNECT is not supported");
+    }
+    if name.eq_ignore_ascii_case("h2c") {
+        return invalid(
+            path,
+            "h2c upgrades are always stripped and the request forwarded as HTTP/1.1, as Envoy does",
+        );
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 fn non_empty(path: &str, value: String) -> Result<String> {
     if value.is_empty() {
         invalid(path, "must not be empty")

@@ -500,7 +500,7 @@ fn forward(
     unsupported("cors", &cors)?;
     unsupported("max_grpc_timeout", &max_grpc_timeout)?;
     unsupported("grpc_timeout_offset", &grpc_timeout_offset)?;
-    unsupported("upgrade_configs", &upgrade_configs)?;
+    let upgrades = route_upgrades(upgrade_configs).at("upgrade_configs")?;
     unsupported("internal_redirect_policy", &internal_redirect_policy)?;
     if internal_redirect_action != InternalRedirectAction::PassThroughInternalRedirect as i32 {
         return invalid(
@@ -584,7 +584,35 @@ fn forward(
         idle_timeout,
         retry,
         hash_policy,
+        upgrades,
     })
+}
+
+/// A route's `upgrade_configs`: overrides of the connection manager's (see
+/// `listener::hcm_upgrades` for what is refused and why).
+fn route_upgrades(configs: Vec<route_action::UpgradeConfig>) -> Result<Vec<config::UpgradeConfig>> {
+    let mut out: Vec<config::UpgradeConfig> = Vec::with_capacity(configs.len());
+    for (i, c) in configs.into_iter().enumerate() {
+        let route_action::UpgradeConfig {
+            upgrade_type,
+            enabled,
+            connect_config,
+        } = c;
+        let at = format!("[{i}]");
+        unsupported(&format!("{at}.connect_config"), &connect_config)?;
+        let upgrade_type = super::upgrade_type(&format!("{at}.upgrade_type"), &upgrade_type)?;
+        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
+            return invalid(
+                format!("{at}.upgrade_type"),
+                format!("{upgrade_type:?} is configured twice"),
+            );
+        }
+        out.push(config::UpgradeConfig {
+            upgrade_type,
+            enabled: enabled.is_none_or(|e| e.value),
+        });
+    }
+    Ok(out)
 }
 
 fn weighted_clusters(w: WeightedCluster) -> Result<Vec<config::WeightedCluster>> {

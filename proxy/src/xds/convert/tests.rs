@@ -1218,12 +1218,6 @@ fn forward_actions() {
     let mut a = to_cluster("api");
     a.cors = Some(Default::default());
     assert!(route_error(forward_route(prefix("/"), a)).ends_with("route.cors: not supported"));
-    let mut a = to_cluster("api");
-    a.upgrade_configs = vec![Default::default()];
-    assert!(
-        route_error(forward_route(prefix("/"), a))
-            .ends_with("route.upgrade_configs: not supported")
-    );
 }
 
 #[test]
@@ -1679,4 +1673,91 @@ fn unsupported_route_features_are_named() {
     let mut rc = route_config(vec![r]);
     rc.validate_clusters = Some(BoolValue { value: true });
     assert!(route_configuration(rc).is_ok());
+}
+
+#[test]
+fn upgrade_configs_on_the_hcm_and_routes() {
+    let upgrade = |t: &str, enabled: Option<bool>| http_connection_manager::UpgradeConfig {
+        upgrade_type: t.into(),
+        enabled: enabled.map(|value| BoolValue { value }),
+        ..Default::default()
+    };
+    let mut m = hcm(rds("api"));
+    m.upgrade_configs = vec![upgrade("WebSocket", None), upgrade("spdy/3.1", Some(false))];
+    let h = hcm_of(listener(http_listener(m)).unwrap());
+    assert_eq!(
+        h.upgrades,
+        [
+            crate::config::UpgradeConfig {
+                upgrade_type: "websocket".into(),
+                enabled: true
+            },
+            crate::config::UpgradeConfig {
+                upgrade_type: "spdy/3.1".into(),
+                enabled: false
+            }
+        ]
+    );
+    for (configs, error) in [
+        (
+            vec![upgrade("websocket", None), upgrade("WEBSOCKET", None)],
+            "upgrade_configs[1].upgrade_type: \"websocket\" is configured twice",
+        ),
+        (
+            vec![upgrade("CONNECT", None)],
+            "upgrade_configs[0].upgrade_type: CONNECT is not supported",
+        ),
+        (
+            vec![upgrade("", None)],
+            "upgrade_configs[0].upgrade_type: \"\" is not an upgrade protocol token",
+        ),
+        (
+            vec![upgrade("h2c", None)],
+            "upgrade_configs[0].upgrade_type: h2c upgrades are always stripped and the request forwarded as HTTP/1.1, as Envoy does",
+        ),
+    ] {
+        let mut m = hcm(rds("api"));
+        m.upgrade_configs = configs;
+        let e = listener_error(http_listener(m));
+        assert!(e.ends_with(error), "{e}");
+    }
+    let mut m = hcm(rds("api"));
+    m.upgrade_configs = vec![http_connection_manager::UpgradeConfig {
+        upgrade_type: "websocket".into(),
+        filters: vec![router()],
+        ..Default::default()
+    }];
+    let e = listener_error(http_listener(m));
+    assert!(
+        e.ends_with("upgrade_configs[0].filters: not supported"),
+        "{e}"
+    );
+
+    let mut a = to_cluster("api");
+    a.upgrade_configs = vec![route_action::UpgradeConfig {
+        upgrade_type: "websocket".into(),
+        enabled: Some(BoolValue { value: false }),
+        ..Default::default()
+    }];
+    let Action::Forward(f) = one_route(forward_route(prefix("/"), a)).action else {
+        panic!("not a forward");
+    };
+    assert_eq!(
+        f.upgrades,
+        [crate::config::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            enabled: false
+        }]
+    );
+    let mut a = to_cluster("api");
+    a.upgrade_configs = vec![route_action::UpgradeConfig {
+        upgrade_type: "CONNECT".into(),
+        connect_config: Some(Default::default()),
+        ..Default::default()
+    }];
+    let e = route_error(forward_route(prefix("/"), a));
+    assert!(
+        e.ends_with("route.upgrade_configs[0].connect_config: not supported"),
+        "{e}"
+    );
 }
