@@ -44,6 +44,8 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Option<Duration>,
     /// `stream_idle_timeout` (default 5m).
     pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout`: the whole request (head and body) must arrive within this.
+    pub request_timeout: Option<Duration>,
     /// `upgrade_configs`: the upgrade types allowed unless a route says otherwise.
     pub upgrades: Vec<UpgradeConfig>,
 }

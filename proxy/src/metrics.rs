@@ -163,6 +163,12 @@ pub struct HttpStats {
     pub rq_redirect: Counter,
     pub upgrades: Counter,
     pub downstream_rq_ws_on_non_ws_route: Counter,
+    /// 408s: the head did not arrive within `request_headers_timeout` (or our own default).
+    pub downstream_rq_header_timeout: Counter,
+    /// The request stalled for `stream_idle_timeout`.
+    pub downstream_rq_idle_timeout: Counter,
+    /// The request did not arrive whole within `request_timeout`.
+    pub downstream_rq_timeout: Counter,
 }
 
 /// `tcp.<stat_prefix>.*`
@@ -386,6 +392,17 @@ impl StatsView {
                 "downstream_rq_ws_on_non_ws_route",
                 &s.downstream_rq_ws_on_non_ws_route,
             );
+            view.counter(
+                &scope,
+                "downstream_rq_header_timeout",
+                &s.downstream_rq_header_timeout,
+            );
+            view.counter(
+                &scope,
+                "downstream_rq_idle_timeout",
+                &s.downstream_rq_idle_timeout,
+            );
+            view.counter(&scope, "downstream_rq_timeout", &s.downstream_rq_timeout);
         }
         for (name, s) in entries(&registry.tcp) {
             let scope = Scope {

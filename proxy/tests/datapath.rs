@@ -307,6 +307,7 @@ fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
         idle_timeout: Some(Duration::from_secs(3600)),
         request_headers_timeout: None,
         stream_idle_timeout: Some(Duration::from_secs(300)),
+        request_timeout: None,
         upgrades: vec![],
     }
 }
@@ -1617,19 +1618,69 @@ async fn idle_and_slow_header_connections_are_closed() {
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // A head that never completes: closed after the header timeout.
+    // A head that never completes: Envoy's 408 after the header timeout, then closed.
     let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
         .await
         .unwrap();
-    assert!(closed_after(&mut stream).await < Duration::from_secs(2));
+    let (answer, waited) = answer_then_close(&mut stream).await;
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_timeout_reply(&answer, "request header timeout");
+    // Dripped one byte at a time, well within the timeout between bytes: the timeout is a
+    // deadline for the whole head, not reset by each byte.
+    let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut answer = Vec::new();
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let (rest, _) = answer_then_close(&mut stream).await;
+    answer.extend_from_slice(rest.as_bytes());
+    assert_timeout_reply(&String::from_utf8_lossy(&answer), "request header timeout");
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
         stats.contains("http.http.downstream_cx_idle_timeout: 1"),
         "{stats}"
     );
+    assert!(
+        stats.contains("http.slow-head.downstream_rq_header_timeout: 2"),
+        "{stats}"
+    );
     h.shutdown().await;
+}
+
+/// Reads until the proxy closes the connection: what it sent, and how long that took.
+async fn answer_then_close(stream: &mut TcpStream) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("connection not closed within 5 s")
+        .ok();
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Envoy's answer to a request that did not arrive in time: 408 with `body`, then close.
+#[track_caller]
+fn assert_timeout_reply(answer: &str, body: &str) {
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    assert!(answer.ends_with(&format!("\r\n\r\n{body}")), "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1775,15 +1826,69 @@ async fn a_request_body_that_stops_arriving_is_closed_by_the_stream_idle_timeout
         .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
-    let waited = closed_after(&mut stream).await;
+    let (answer, waited) = answer_then_close(&mut stream).await;
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
+    assert_timeout_reply(&answer, "stream timeout");
+    // A head that stops arriving, with no request_headers_timeout shorter: the same.
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert_timeout_reply(&answer_then_close(&mut stream).await.0, "stream timeout");
     assert_eq!(
         a.hits.load(Ordering::Relaxed),
         0,
         "the partial request went upstream"
+    );
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.http.downstream_rq_idle_timeout: 2"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_arrives_too_slowly_gets_the_request_timeout() {
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let mut limited = hcm("http", RouteSource::Inline(Arc::new(rc)));
+    limited.request_timeout = Some(Duration::from_millis(400));
+    let h = Harness::start(proxy_config(
+        vec![http_listener_with("http", limited)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    // A body dripped faster than any idle timeout, but not whole within request_timeout.
+    let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    for _ in 0..1000 {
+        if stream.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let (rest, _) = answer_then_close(&mut stream).await;
+    answer.extend_from_slice(rest.as_bytes());
+    assert_timeout_reply(&String::from_utf8_lossy(&answer), "request timeout");
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
+    // A request that arrives in time is not affected.
+    let r = get(&h1_client(), &h.url("http", "/"), &[]).await;
+    assert_eq!(r.status, 200);
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.http.downstream_rq_timeout: 1"),
+        "{stats}"
     );
     h.shutdown().await;
 }

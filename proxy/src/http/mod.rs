@@ -57,7 +57,12 @@ impl HttpListener {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(hcm.request_headers_timeout.filter(|d| !d.is_zero()))
+            // The same limit as our own server's; hyper answers 408 when it passes.
+            .header_read_timeout(Some(
+                hcm.request_headers_timeout
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(h1::DEFAULT_HEADERS_TIMEOUT),
+            ))
             .max_buf_size(head_limit)
             .keep_alive(true);
         builder

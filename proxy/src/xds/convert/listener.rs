@@ -252,10 +252,6 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         "scheme_header_transformation",
         &scheme_header_transformation,
     )?;
-    unsupported(
-        "request_timeout",
-        &optional_duration("request_timeout", &request_timeout)?,
-    )?;
     unsupported_true("use_remote_address", &use_remote_address)?;
     unsupported("xff_num_trusted_hops", &xff_num_trusted_hops)?;
     unsupported(
@@ -313,6 +309,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
     )?;
     let request_headers_timeout =
         optional_duration("request_headers_timeout", &request_headers_timeout)?;
+    let request_timeout = optional_duration("request_timeout", &request_timeout)?;
 
     let routes = match route_specifier {
         Some(RouteSpecifier::Rds(Rds {
@@ -340,6 +337,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         idle_timeout,
         request_headers_timeout,
         stream_idle_timeout,
+        request_timeout,
         upgrades,
     })
 }

@@ -1761,3 +1761,18 @@ fn upgrade_configs_on_the_hcm_and_routes() {
         "{e}"
     );
 }
+
+#[test]
+fn request_timeout_is_honoured() {
+    let mut m = hcm(rds("api"));
+    m.request_timeout = Some(secs(7));
+    let h = hcm_of(listener(http_listener(m)).unwrap());
+    assert_eq!(h.request_timeout, Some(Duration::from_secs(7)));
+    // Zero disables it, as unset does (Envoy's default).
+    let mut m = hcm(rds("api"));
+    m.request_timeout = Some(secs(0));
+    assert_eq!(
+        hcm_of(listener(http_listener(m)).unwrap()).request_timeout,
+        None
+    );
+}
