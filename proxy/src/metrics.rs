@@ -169,6 +169,9 @@ pub struct HttpStats {
     pub downstream_rq_idle_timeout: Counter,
     /// The request did not arrive whole within `request_timeout`.
     pub downstream_rq_timeout: Counter,
+    /// Connections the client closed while a request was in flight (its upstream exchange
+    /// is dropped with it).
+    pub downstream_cx_destroy_remote_active_rq: Counter,
 }
 
 /// `tcp.<stat_prefix>.*`
@@ -403,6 +406,11 @@ impl StatsView {
                 &s.downstream_rq_idle_timeout,
             );
             view.counter(&scope, "downstream_rq_timeout", &s.downstream_rq_timeout);
+            view.counter(
+                &scope,
+                "downstream_cx_destroy_remote_active_rq",
+                &s.downstream_cx_destroy_remote_active_rq,
+            );
         }
         for (name, s) in entries(&registry.tcp) {
             let scope = Scope {

@@ -2306,3 +2306,61 @@ async fn route_timeouts_and_the_idle_timeout_share_one_connection_timer() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_its_upstream_request_at_once() {
+    let slow = backend("slow").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("slow", "/", to("slow"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("slow", &[slow.addr])],
+    ))
+    .await;
+    let active = async |h: &Harness| {
+        let (_, stats) = h.admin_get("/stats").await;
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.slow.upstream_rq_active: "))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(-1)
+    };
+    // Each kind of request waits 30 s for its answer (twice the route timeout), and every
+    // client goes away: our own HTTP/1.1 server, a chunked body (served by hyper), h2c.
+    let requests: [&[u8]; 2] = [
+        b"GET /sleep/30000 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /sleep/30000 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ];
+    for request in requests {
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let mut stream = TcpStream::connect(h.addr("http")).await.unwrap();
+            stream.write_all(request).await.unwrap();
+            clients.push(stream);
+        }
+        assert!(
+            eventually(async || active(&h).await == 10).await,
+            "the requests never reached the backend"
+        );
+        drop(clients);
+        assert!(
+            eventually(async || active(&h).await == 0).await,
+            "upstream requests outlived their clients: {}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let client = h2_client();
+    let url = h.url("http", "/sleep/30000");
+    let pending = tokio::spawn(async move { get(&client, &url, &[]).await });
+    assert!(eventually(async || active(&h).await == 1).await);
+    pending.abort();
+    assert!(
+        eventually(async || active(&h).await == 0).await,
+        "an h2c request outlived its client"
+    );
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.http.downstream_cx_destroy_remote_active_rq: 10"),
+        "{stats}"
+    );
+    h.shutdown().await;
+}

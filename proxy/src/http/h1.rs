@@ -630,7 +630,20 @@ async fn exchange(
     drop(arrived.head);
     let head_only = request.method() == Method::HEAD;
     let started = Started::new(&ctx, &request);
-    let mut response = forward::proxy(&ctx, &mut request, Some(timer.as_mut())).await;
+    let routed = forward::proxy(&ctx, &mut request, Some(timer.as_mut()));
+    let Some(mut response) = while_client_stays(&stream, routed).await else {
+        // Gone: the request, and its upstream exchange with it, were dropped at once rather
+        // than left to run to their timeout (Envoy resets the upstream stream likewise).
+        ctx.listener
+            .stats
+            .downstream_cx_destroy_remote_active_rq
+            .inc();
+        return Exchanged {
+            written: Err(io::ErrorKind::ConnectionAborted.into()),
+            timer,
+            stream,
+        };
+    };
     started.answered(&mut response);
     drop(request);
     let written = write_response(&mut stream, &mut response, head_only).await;
@@ -719,9 +732,12 @@ async fn write_response(
     }
     // A body already here leaves with the head in one write; `out` holds what is not sent.
     let mut head_sent = false;
+    let gone = || io::Error::from(io::ErrorKind::ConnectionAborted);
     loop {
         let frame = if head_sent {
-            body.frame().await
+            while_client_stays(stream, body.frame())
+                .await
+                .ok_or_else(gone)?
         } else {
             match poll_once(body.frame()).await {
                 Poll::Ready(frame) => frame,
@@ -729,7 +745,9 @@ async fn write_response(
                     stream.write_all(&out).await?;
                     out.clear();
                     head_sent = true;
-                    body.frame().await
+                    while_client_stays(stream, body.frame())
+                        .await
+                        .ok_or_else(gone)?
                 }
             }
         };
@@ -770,6 +788,34 @@ async fn write_response(
     }
     buffers::put(out);
     Ok(written)
+}
+
+/// Runs `work` while the client stays connected: `None` as soon as its connection is seen
+/// closed (end of stream or an error), so that the request and its upstream exchange are
+/// dropped at once. The socket is only asked (a `MSG_PEEK` read) once it turns readable,
+/// which it does not while a well-behaved client waits for its answer; until then this costs
+/// a readiness check per poll. Bytes of a next (pipelined) request end the watch: whether
+/// the client closed behind them cannot be told without reading them, and reading them is
+/// for the next request.
+async fn while_client_stays<F: Future>(stream: &TcpStream, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut watching = true;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if watching && stream.poll_read_ready(cx).is_ready() {
+            let mut probe = [0u8; 1];
+            let mut probe = ReadBuf::new(&mut probe);
+            match stream.poll_peek(cx, &mut probe) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => watching = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Polls `future` once: its output if it is ready now, else Pending (its waker stays set).
