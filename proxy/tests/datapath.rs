@@ -2364,3 +2364,131 @@ async fn a_client_that_leaves_cancels_its_upstream_request_at_once() {
     );
     h.shutdown().await;
 }
+
+/// Raw HTTP/2 frames, for what no well-behaved client library sends.
+mod raw_h2 {
+    use super::*;
+
+    pub const DATA: u8 = 0;
+    pub const HEADERS: u8 = 1;
+    pub const RST_STREAM: u8 = 3;
+    pub const SETTINGS: u8 = 4;
+    pub const GOAWAY: u8 = 7;
+    pub const WINDOW_UPDATE: u8 = 8;
+    pub const CONTINUATION: u8 = 9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut out = len.to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A GET's header block: indexed `:method GET` and `:scheme http`, literal `:path` and
+    /// `:authority` (HPACK without Huffman coding or indexing).
+    pub fn get_block(path: &str) -> Vec<u8> {
+        let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, 1, b'a']);
+        block
+    }
+
+    /// A connection with the preface and empty SETTINGS sent.
+    pub async fn connect(addr: SocketAddr) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        stream.write_all(&hello).await.unwrap();
+        stream
+    }
+
+    /// Reads frames until a GOAWAY (its error code) or the end of the connection (None).
+    pub async fn goaway(stream: &mut TcpStream) -> Option<u32> {
+        let read = async {
+            loop {
+                let mut head = [0u8; 9];
+                stream.read_exact(&mut head).await.ok()?;
+                let len =
+                    usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).await.ok()?;
+                if head[3] == GOAWAY {
+                    return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no GOAWAY and no close within 10 s")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_abuse_ends_in_goaway_with_the_rfc_error_code() {
+    use raw_h2::*;
+    const FLOW_CONTROL_ERROR: u32 = 0x3;
+    const FRAME_SIZE_ERROR: u32 = 0x6;
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    let a = backend("a").await;
+    let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
+    let h = Harness::start(proxy_config(
+        vec![http_listener("http", rc)],
+        vec![cluster("a", &[a.addr])],
+    ))
+    .await;
+    let addr = h.addr("http");
+
+    // A frame longer than SETTINGS_MAX_FRAME_SIZE (16,384 by default): FRAME_SIZE_ERROR.
+    let mut stream = connect(addr).await;
+    let huge = vec![0u8; 20_000];
+    stream.write_all(&frame(DATA, 0, 1, &huge)).await.unwrap();
+    assert_eq!(goaway(&mut stream).await, Some(FRAME_SIZE_ERROR));
+
+    // A WINDOW_UPDATE that takes the connection window past 2^31-1: FLOW_CONTROL_ERROR.
+    let mut stream = connect(addr).await;
+    let increment = 0x7fff_ffffu32.to_be_bytes();
+    stream
+        .write_all(&frame(WINDOW_UPDATE, 0, 0, &increment))
+        .await
+        .unwrap();
+    assert_eq!(goaway(&mut stream).await, Some(FLOW_CONTROL_ERROR));
+
+    // Rapid reset: streams opened and reset at once, thousands of times.
+    let mut stream = connect(addr).await;
+    let mut burst = Vec::new();
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            id,
+            &get_block("/"),
+        ));
+        burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    // The proxy may close while the burst is still being written.
+    let _ = stream.write_all(&burst).await;
+    assert_eq!(goaway(&mut stream).await, Some(ENHANCE_YOUR_CALM));
+
+    // CONTINUATION flood: a header block that never ends.
+    let mut stream = connect(addr).await;
+    let mut flood = frame(HEADERS, END_STREAM, 1, &get_block("/"));
+    let filler = [0x40, 1, b'x', 100]
+        .into_iter()
+        .chain([b'y'; 100])
+        .collect::<Vec<u8>>();
+    for _ in 0..10_000 {
+        flood.extend(frame(CONTINUATION, 0, 1, &filler));
+    }
+    let _ = stream.write_all(&flood).await;
+    let code = goaway(&mut stream).await;
+    assert!(code.is_some_and(|c| c != 0), "{code:?}");
+    // The proxy still serves.
+    let r = get(&h2_client(), &h.url("http", "/after"), &[]).await;
+    assert_eq!(r.status, 200);
+    h.shutdown().await;
+}
