@@ -14,6 +14,7 @@
 //! - after retries, the text says `retried and the latest reset reason: ...` (and URX is added)
 //! - upstream response head not valid HTTP/1.1: 502, same text with `protocol error` (UPE)
 //! - route timeout or per-try timeout on the last try: 504 `upstream request timeout` (UT)
+//! - the stream idle timeout while the response is awaited: 504 `stream timeout` (SI)
 //! - downstream body failed: 400 (DPE)
 //!
 //! Malformed requests (400) and too-large request heads (431) never reach the service: the
@@ -68,6 +69,9 @@ pub enum ProxyError {
     PerTryTimeout,
     #[error("upstream request timeout")]
     Timeout,
+    /// Nothing happened on the stream for its idle timeout while the response was awaited.
+    #[error("stream idle timeout")]
+    StreamIdleTimeout,
     #[error("upgrades to HTTP/2 clusters are not supported")]
     UpgradeToHttp2,
     #[error("downstream request body failed: {0}")]
@@ -97,7 +101,8 @@ impl ProxyError {
             | ProxyError::UpstreamReset(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::PerTryTimeout
-            | ProxyError::Timeout => Side::Upstream,
+            | ProxyError::Timeout
+            | ProxyError::StreamIdleTimeout => Side::Upstream,
         }
     }
 
@@ -130,7 +135,11 @@ impl ProxyError {
             | ProxyError::Handshake(_)
             | ProxyError::UpstreamReset(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamProtocol(_) | ProxyError::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
-            ProxyError::PerTryTimeout | ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            // Envoy answers 504 to a stream idle timeout once the request is complete (408
+            // while it is still arriving; that case is answered by the HTTP/1.1 server).
+            ProxyError::PerTryTimeout | ProxyError::Timeout | ProxyError::StreamIdleTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -158,6 +167,7 @@ impl ProxyError {
             | ProxyError::Handshake(_) => "UF",
             ProxyError::UpstreamReset(_) => "UC",
             ProxyError::PerTryTimeout | ProxyError::Timeout => "UT",
+            ProxyError::StreamIdleTimeout => "SI",
             ProxyError::UpgradeToHttp2 | ProxyError::UpstreamProtocol(_) => "UPE",
             ProxyError::DownstreamBody(_) => "DPE",
         }
@@ -180,6 +190,7 @@ impl ProxyError {
             (ProxyError::PerTryTimeout | ProxyError::Timeout, None) => {
                 Cow::Borrowed("upstream request timeout")
             }
+            (ProxyError::StreamIdleTimeout, None) => Cow::Borrowed("stream timeout"),
             (_, None) => Cow::Borrowed(""),
         };
         let flags = match (self.flag(), retried && self.reset_reason().is_some()) {

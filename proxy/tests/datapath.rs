@@ -85,7 +85,7 @@ fn empty() -> TestBody {
 }
 
 /// Every backend speaks HTTP/1.1 and h2c and understands a few paths:
-/// `/status/<code>`, `/sleep/<ms>`, `.../ws` (upgrade, then echo bytes), `/stream` (gRPC-like
+/// `/status/<code>`, `.../sleep/<ms>`, `.../ws` (upgrade, then echo bytes), `/stream` (gRPC-like
 /// streaming echo with trailers); anything else is answered with a description of the request.
 async fn backend_handle(
     name: &'static str,
@@ -102,7 +102,7 @@ async fn backend_handle(
             .insert("x-backend", HeaderValue::from_static(name));
         return Ok(r);
     }
-    if let Some(ms) = path.strip_prefix("/sleep/") {
+    if let Some((_, ms)) = path.split_once("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
     }
     if path.ends_with("/ws") {
@@ -2490,5 +2490,46 @@ async fn http2_abuse_ends_in_goaway_with_the_rfc_error_code() {
     // The proxy still serves.
     let r = get(&h2_client(), &h.url("http", "/after"), &[]).await;
     assert_eq!(r.status, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_idle_timeout_bounds_the_wait_for_a_response() {
+    let slow = backend("slow").await;
+    // No route timeout: the connection manager's stream idle timeout ends the wait.
+    let mut untimed = to("slow");
+    untimed.timeout = Duration::ZERO;
+    // A route timeout longer than the route's own idle timeout: the idle timeout first.
+    let mut idle_route = to("slow");
+    idle_route.idle_timeout = Some(Duration::from_millis(300));
+    let rc = route_config(
+        "rc",
+        vec![vhost(vec![
+            forward("idle", "/idle", idle_route),
+            forward("untimed", "/", untimed),
+        ])],
+    );
+    let mut m = hcm("http", RouteSource::Inline(Arc::new(rc)));
+    m.stream_idle_timeout = Some(Duration::from_millis(300));
+    let h = Harness::start(proxy_config(
+        vec![http_listener_with("http", m)],
+        vec![cluster("slow", &[slow.addr])],
+    ))
+    .await;
+    for path in ["/sleep/5000", "/idle/sleep/5000"] {
+        let started = std::time::Instant::now();
+        let r = get(&h1_client(), &h.url("http", path), &[]).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::GATEWAY_TIMEOUT, "stream timeout"),
+            "{path}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{path}");
+    }
+    let (_, stats) = h.admin_get("/stats").await;
+    assert!(
+        stats.contains("http.http.downstream_rq_idle_timeout: 2"),
+        "{stats}"
+    );
     h.shutdown().await;
 }

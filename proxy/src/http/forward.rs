@@ -394,7 +394,17 @@ async fn forward(
     upstream_req.keep = policy.is_some();
     upstream_req.upgrade = upgrade;
 
-    let deadline = (!action.timeout.is_zero()).then(|| arrived + action.timeout);
+    // The wait for the response head ends at the route timeout or, when that is disabled or
+    // later, at the stream idle timeout (nothing moves on the stream meanwhile), as in Envoy.
+    let idle = action
+        .idle_timeout
+        .or(ctx.listener.hcm.stream_idle_timeout)
+        .filter(|d| !d.is_zero());
+    let (deadline, idle_first) = match (!action.timeout.is_zero(), idle) {
+        (true, Some(idle)) if idle < action.timeout => (Some(arrived + idle), true),
+        (true, _) => (Some(arrived + action.timeout), false),
+        (false, idle) => (idle.map(|d| arrived + d), true),
+    };
     // The tries future is made in each arm (pinned in place) rather than once before the
     // match: a future held in a local and then moved into another is stored twice in this
     // one, and every request's future is copied into its box.
@@ -409,6 +419,13 @@ async fn forward(
             ));
             match within(deadline, timer, tries).await {
                 Some(result) => result,
+                None if idle_first => {
+                    ctx.listener.stats.downstream_rq_idle_timeout.inc();
+                    Err(Failed {
+                        error: ProxyError::StreamIdleTimeout,
+                        retried: false,
+                    })
+                }
                 None => {
                     cluster.stats.upstream_rq_timeout.inc();
                     Err(Failed {
@@ -472,10 +489,6 @@ async fn forward(
         levels.mutate_response(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    let idle = action
-        .idle_timeout
-        .or(ctx.listener.hcm.stream_idle_timeout)
-        .filter(|d| !d.is_zero());
     let mut body = ResponseBody::upstream(UpstreamBody {
         body,
         conn,
