@@ -48,6 +48,11 @@ pub struct HttpConnectionManager {
     pub request_timeout: Option<Duration>,
     /// `upgrade_configs`: the upgrade types allowed unless a route says otherwise.
     pub upgrades: Vec<UpgradeConfig>,
+    /// `http_protocol_options.accept_http_10`: Envoy answers HTTP/1.0 with 426 unless set.
+    pub accept_http_10: bool,
+    /// `http_protocol_options.default_host_for_http_10`: the Host of HTTP/1.0 requests that
+    /// have none.
+    pub default_host_for_http_10: Option<http::HeaderValue>,
 }
 
 /// One `upgrade_configs` entry. A route's entry for a type overrides the connection

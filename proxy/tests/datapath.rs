@@ -309,6 +309,8 @@ fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
         stream_idle_timeout: Some(Duration::from_secs(300)),
         request_timeout: None,
         upgrades: vec![],
+        accept_http_10: false,
+        default_host_for_http_10: None,
     }
 }
 
@@ -2531,5 +2533,84 @@ async fn the_stream_idle_timeout_bounds_the_wait_for_a_response() {
         stats.contains("http.http.downstream_rq_idle_timeout: 2"),
         "{stats}"
     );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_authority_is_routed_by_and_forwarded() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut evil = vhost(vec![forward("b", "/", to("b"))]);
+    evil.name = "evil".into();
+    evil.domains = vec![DomainMatch::Exact("evil.example".into())];
+    let rc = route_config("rc", vec![evil, vhost(vec![forward("a", "/", to("a"))])]);
+    let mut accepting = hcm("http10", RouteSource::Inline(Arc::new(rc.clone())));
+    accepting.accept_http_10 = true;
+    accepting.default_host_for_http_10 = Some(HeaderValue::from_static("evil.example"));
+    let h = Harness::start(proxy_config(
+        vec![
+            http_listener("http", rc),
+            http_listener_with("http10", accepting),
+        ],
+        vec![cluster("a", &[a.addr]), cluster("b", &[b.addr])],
+    ))
+    .await;
+    let ask = async |listener: &str, request: &str| {
+        let mut stream = TcpStream::connect(h.addr(listener)).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_response(&mut stream).await
+    };
+    // The absolute form's authority routes the request and is the Host sent on.
+    let (status, body) = ask(
+        "http",
+        "GET http://evil.example/abs HTTP/1.1\r\nHost: backend\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("backend=b\n"), "{body}");
+    assert!(body.contains("h:host=evil.example\n"), "{body}");
+    assert!(!body.contains("h:host=backend"), "{body}");
+    // Over HTTP/2, :authority wins over a host field.
+    let stream = TcpStream::connect(h.addr("http")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            Request::get("http://evil.example/h2")
+                .header("host", "backend")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("backend=b\n"), "{body}");
+    assert!(body.contains("h:host=evil.example\n"), "{body}");
+    // Refused before routing, as Envoy does.
+    for (listener, request, status) in [
+        (
+            "http",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: evil.example\r\n\r\n",
+            400,
+        ),
+        ("http", "GET / HTTP/1.1\r\n\r\n", 400),
+        ("http", "GET / HTTP/1.0\r\nHost: a\r\n\r\n", 426),
+        (
+            "http",
+            "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n",
+            404,
+        ),
+    ] {
+        let (got, _) = ask(listener, request).await;
+        assert_eq!(got, status, "{request:?}");
+    }
+    // With accept_http_10, HTTP/1.0 is served; without a Host it gets the default one.
+    let (status, body) = ask("http10", "GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("backend=b\n"), "{body}");
+    assert_eq!(a.hits.load(Ordering::Relaxed), 0);
     h.shutdown().await;
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONNECTION, EXPECT, HOST, LOCATION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
@@ -59,10 +59,8 @@ pub(super) async fn proxy(
     let stats = &ctx.listener.stats;
     let facts = RequestFacts::of(req.headers());
     let grpc = facts.grpc;
-    // One authority is routed by and forwarded (RFC 9112 3.2: a request with two Host
-    // fields is answered 400).
-    if facts.hosts_conflict {
-        return local_reply(StatusCode::BAD_REQUEST, Bytes::new(), false);
+    if let Some(refused) = check_request(ctx, req, facts) {
+        return refused;
     }
     let snapshot = ctx.shared.snapshot.load_full();
     let retired;
@@ -185,6 +183,49 @@ fn reply_after(
     let mut response = error.local_reply(retried).into_response(grpc);
     levels.mutate_response(response.headers_mut());
     response
+}
+
+/// What Envoy's connection manager refuses before routing, answered as it does:
+/// - HTTP/1.0 unless `accept_http_10` (426; with it, `default_host_for_http_10` fills a missing
+///   Host);
+/// - an HTTP/1.1 request without a Host (400, RFC 9112 3.2);
+/// - two Host fields (400 as RFC 9112 3.2 asks: Envoy joins them into one, which matches no
+///   virtual host but the catch-all; we route by one authority and forward the same one);
+/// - CONNECT, which only Envoy's CONNECT routes (`connect_matcher`, not supported) match:
+///   404, and the connection closes.
+fn check_request(
+    ctx: &ConnCtx,
+    req: &mut Request<DownstreamBody>,
+    facts: RequestFacts,
+) -> Option<Response<ResponseBody>> {
+    let hcm = &ctx.listener.hcm;
+    let refuse = |status: StatusCode, body: &'static str| {
+        let mut response = local_reply(status, Bytes::from_static(body.as_bytes()), facts.grpc);
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        Some(response)
+    };
+    if req.version() == Version::HTTP_10 {
+        if !hcm.accept_http_10 {
+            return refuse(StatusCode::UPGRADE_REQUIRED, "Upgrade Required");
+        }
+        if !facts.host
+            && let Some(host) = &hcm.default_host_for_http_10
+        {
+            req.headers_mut().insert(HOST, host.clone());
+        }
+    } else if req.version() == Version::HTTP_11 && !facts.host && req.uri().authority().is_none() {
+        return refuse(StatusCode::BAD_REQUEST, "");
+    }
+    if facts.hosts_conflict {
+        return refuse(StatusCode::BAD_REQUEST, "");
+    }
+    if req.method() == Method::CONNECT {
+        ctx.listener.stats.no_route.inc();
+        return refuse(StatusCode::NOT_FOUND, "");
+    }
+    None
 }
 
 /// An HTTP/1.1 request with `Upgrade` and `Connection: upgrade` (only asked when the facts

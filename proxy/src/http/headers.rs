@@ -78,6 +78,8 @@ pub struct RequestFacts {
     pub hop_by_hop: bool,
     pub x_forwarded_proto: bool,
     pub x_request_id: bool,
+    /// A `Host` field.
+    pub host: bool,
     /// More than one `Host` field: the request names two authorities.
     pub hosts_conflict: bool,
 }
@@ -86,11 +88,10 @@ impl RequestFacts {
     pub fn of(headers: &HeaderMap) -> RequestFacts {
         let mut facts = RequestFacts::default();
         let mut content_type = false;
-        let mut host = false;
         for (name, value) in headers {
             if name == HOST {
-                facts.hosts_conflict |= host;
-                host = true;
+                facts.hosts_conflict |= facts.host;
+                facts.host = true;
             } else if name == CONTENT_TYPE {
                 if !content_type {
                     content_type = true;

@@ -2,7 +2,7 @@
 //! manager (whose only HTTP filter is the router) or a TCP proxy.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    HttpProtocolOptions, http_protocol_options::HeadersWithUnderscoresAction,
+    Http1ProtocolOptions, HttpProtocolOptions, http_protocol_options::HeadersWithUnderscoresAction,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::route::convert_route_config;
 use super::{
-    At, ConvertError, Result, ads_config_source, invalid, non_empty, optional_duration,
+    At, ConvertError, FieldError, Result, ads_config_source, invalid, non_empty, optional_duration,
     socket_addr, timeout, type_name, unpack, unsupported, unsupported_true,
     unsupported_unless_empty,
 };
@@ -247,7 +247,8 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
     let stat_prefix = non_empty("stat_prefix", stat_prefix)?;
     router_only(http_filters).at("http_filters")?;
     unsupported_true("add_user_agent", &add_user_agent)?;
-    unsupported_unless_empty("http_protocol_options", &http_protocol_options)?;
+    let http1 =
+        http1_options(http_protocol_options.unwrap_or_default()).at("http_protocol_options")?;
     unsupported_unless_empty(
         "scheme_header_transformation",
         &scheme_header_transformation,
@@ -339,6 +340,64 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         stream_idle_timeout,
         request_timeout,
         upgrades,
+        accept_http_10: http1.accept_http_10,
+        default_host_for_http_10: http1.default_host_for_http_10,
+    })
+}
+
+/// What `http_protocol_options` (HTTP/1.1) changes.
+struct Http1Options {
+    accept_http_10: bool,
+    default_host_for_http_10: Option<http::HeaderValue>,
+}
+
+fn http1_options(o: Http1ProtocolOptions) -> Result<Http1Options> {
+    let Http1ProtocolOptions {
+        allow_absolute_url,
+        accept_http_10,
+        default_host_for_http_10,
+        header_key_format,
+        enable_trailers,
+        allow_chunked_length,
+        override_stream_error_on_invalid_http_message,
+        send_fully_qualified_url,
+        // Which of Envoy's two parsers it runs; ours is neither.
+        use_balsa_parser: _,
+        allow_custom_methods,
+        ignore_http_11_upgrade,
+    } = o;
+    if allow_absolute_url.is_some_and(|a| !a.value) {
+        return invalid("allow_absolute_url", "false is not supported");
+    }
+    unsupported("header_key_format", &header_key_format)?;
+    unsupported("enable_trailers", &enable_trailers)?;
+    // A request with both Content-Length and Transfer-Encoding is always refused.
+    unsupported("allow_chunked_length", &allow_chunked_length)?;
+    unsupported_true(
+        "override_stream_error_on_invalid_http_message",
+        &override_stream_error_on_invalid_http_message,
+    )?;
+    unsupported("send_fully_qualified_url", &send_fully_qualified_url)?;
+    unsupported("allow_custom_methods", &allow_custom_methods)?;
+    unsupported("ignore_http_11_upgrade", &ignore_http_11_upgrade)?;
+    let default_host_for_http_10 = if default_host_for_http_10.is_empty() {
+        None
+    } else {
+        if !accept_http_10 {
+            return invalid(
+                "default_host_for_http_10",
+                "only applies with accept_http_10",
+            );
+        }
+        Some(
+            http::HeaderValue::from_str(&default_host_for_http_10).map_err(|_| {
+                FieldError::new("default_host_for_http_10", "not a valid Host value")
+            })?,
+        )
+    };
+    Ok(Http1Options {
+        accept_http_10,
+        default_host_for_http_10,
     })
 }
 

@@ -1776,3 +1776,51 @@ fn request_timeout_is_honoured() {
         None
     );
 }
+
+#[test]
+fn http1_protocol_options() {
+    use envoy_types::pb::envoy::config::core::v3::Http1ProtocolOptions;
+    let h = hcm_of(listener(http_listener(hcm(rds("api")))).unwrap());
+    assert!(!h.accept_http_10);
+    let mut m = hcm(rds("api"));
+    m.http_protocol_options = Some(Http1ProtocolOptions {
+        accept_http_10: true,
+        default_host_for_http_10: "legacy.internal".into(),
+        allow_absolute_url: Some(BoolValue { value: true }),
+        ..Default::default()
+    });
+    let h = hcm_of(listener(http_listener(m)).unwrap());
+    assert!(h.accept_http_10);
+    assert_eq!(
+        h.default_host_for_http_10.as_ref().map(|v| v.as_bytes()),
+        Some(&b"legacy.internal"[..])
+    );
+    for (options, error) in [
+        (
+            Http1ProtocolOptions {
+                default_host_for_http_10: "x".into(),
+                ..Default::default()
+            },
+            "http_protocol_options.default_host_for_http_10: only applies with accept_http_10",
+        ),
+        (
+            Http1ProtocolOptions {
+                allow_chunked_length: true,
+                ..Default::default()
+            },
+            "http_protocol_options.allow_chunked_length: not supported",
+        ),
+        (
+            Http1ProtocolOptions {
+                allow_absolute_url: Some(BoolValue { value: false }),
+                ..Default::default()
+            },
+            "http_protocol_options.allow_absolute_url: false is not supported",
+        ),
+    ] {
+        let mut m = hcm(rds("api"));
+        m.http_protocol_options = Some(options);
+        let e = listener_error(http_listener(m));
+        assert!(e.ends_with(error), "{e}");
+    }
+}
