@@ -91,12 +91,33 @@ pub(super) async fn proxy(
         stats.no_route.inc();
         return ProxyError::NoRoute.to_response(grpc);
     };
-    let levels = Levels {
-        weighted: None,
+    // Envoy picks the weighted cluster with the route, before the filters run (a weighted
+    // cluster's per-filter configs count for them).
+    let weighted = match &route.action {
+        RouteAction::Forward(action) => match &action.target {
+            ClusterTarget::Weighted(clusters) => pick_weighted(clusters, fastrand::u64(..)),
+            ClusterTarget::Cluster(_) => None,
+        },
+        _ => None,
+    };
+    let mut levels = Levels {
+        weighted,
         route,
         vhost,
         config,
+        filters: None,
     };
+    // ---- HTTP filters before the router (crate::filter); none: one branch ----
+    let run;
+    if let Some(chain) = &ctx.listener.filters {
+        let mut ran = crate::filter::Run::default();
+        if let Some(answer) = chain.on_request(&levels, req, &mut ran) {
+            return answer;
+        }
+        run = ran;
+        levels.filters = Some(&run);
+    }
+    // ---- the router ----
     match &route.action {
         RouteAction::DirectResponse { status, body } => {
             stats.rq_direct_response.inc();
@@ -124,19 +145,14 @@ pub(super) async fn proxy(
             response
         }
         RouteAction::Forward(action) => {
-            let (cluster_name, weighted) = match &action.target {
-                ClusterTarget::Cluster(name) => (name.as_str(), None),
-                ClusterTarget::Weighted(clusters) => {
-                    match pick_weighted(clusters, fastrand::u64(..)) {
-                        Some(w) => (w.name.as_str(), Some(w)),
-                        None => {
-                            stats.no_cluster.inc();
-                            return reply(&levels, &ProxyError::UnknownCluster, grpc);
-                        }
-                    }
+            let cluster_name = match (&action.target, weighted) {
+                (ClusterTarget::Cluster(name), _) => name.as_str(),
+                (ClusterTarget::Weighted(_), Some(w)) => w.name.as_str(),
+                (ClusterTarget::Weighted(_), None) => {
+                    stats.no_cluster.inc();
+                    return reply(&levels, &ProxyError::UnknownCluster, grpc);
                 }
             };
-            let levels = Levels { weighted, ..levels };
             let Some(cluster) = snapshot.clusters.get(cluster_name) else {
                 stats.no_cluster.inc();
                 return reply(&levels, &ProxyError::UnknownCluster, grpc);
