@@ -91,17 +91,8 @@ pub(super) async fn proxy(
         stats.no_route.inc();
         return ProxyError::NoRoute.to_response(grpc);
     };
-    // Envoy picks the weighted cluster with the route, before the filters run (a weighted
-    // cluster's per-filter configs count for them).
-    let weighted = match &route.action {
-        RouteAction::Forward(action) => match &action.target {
-            ClusterTarget::Weighted(clusters) => pick_weighted(clusters, fastrand::u64(..)),
-            ClusterTarget::Cluster(_) => None,
-        },
-        _ => None,
-    };
     let mut levels = Levels {
-        weighted,
+        weighted: None,
         route,
         vhost,
         config,
@@ -110,6 +101,13 @@ pub(super) async fn proxy(
     // ---- HTTP filters before the router (crate::filter); none: one branch ----
     let run;
     if let Some(chain) = &ctx.listener.filters {
+        // Envoy picks the weighted cluster with the route, before the filters run (its
+        // per-filter configs count for them); the router below keeps this pick.
+        if let RouteAction::Forward(action) = &route.action
+            && let ClusterTarget::Weighted(clusters) = &action.target
+        {
+            levels.weighted = pick_weighted(clusters, fastrand::u64(..));
+        }
         let mut ran = crate::filter::Run::default();
         if let Some(answer) = chain.on_request(&levels, req, &mut ran) {
             return answer;
@@ -145,14 +143,22 @@ pub(super) async fn proxy(
             response
         }
         RouteAction::Forward(action) => {
-            let cluster_name = match (&action.target, weighted) {
-                (ClusterTarget::Cluster(name), _) => name.as_str(),
-                (ClusterTarget::Weighted(_), Some(w)) => w.name.as_str(),
-                (ClusterTarget::Weighted(_), None) => {
-                    stats.no_cluster.inc();
-                    return reply(&levels, &ProxyError::UnknownCluster, grpc);
+            let (cluster_name, weighted) = match &action.target {
+                ClusterTarget::Cluster(name) => (name.as_str(), None),
+                ClusterTarget::Weighted(clusters) => {
+                    let picked = levels
+                        .weighted
+                        .or_else(|| pick_weighted(clusters, fastrand::u64(..)));
+                    match picked {
+                        Some(w) => (w.name.as_str(), Some(w)),
+                        None => {
+                            stats.no_cluster.inc();
+                            return reply(&levels, &ProxyError::UnknownCluster, grpc);
+                        }
+                    }
                 }
             };
+            let levels = Levels { weighted, ..levels };
             let Some(cluster) = snapshot.clusters.get(cluster_name) else {
                 stats.no_cluster.inc();
                 return reply(&levels, &ProxyError::UnknownCluster, grpc);
