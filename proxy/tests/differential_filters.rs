@@ -989,5 +989,53 @@ async fn filters_match_envoy() {
         "connection_limit: served {served_envoy:?} on both; held {:?} (envoy) / {:?} (mesh); stats {e:?}",
         envoy_delayed.2, mesh_delayed_outcome.2
     );
+    check_config_dump(&pair).await;
     pair.check_envoy();
+}
+
+/// Our `/config_dump` shows the filters as configured.
+async fn check_config_dump(pair: &Pair) {
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    let server = tokio::spawn(mesh_proxy::admin::serve(
+        admin,
+        pair.mesh.clone(),
+        std::future::pending(),
+    ));
+    let request = Request::get("/config_dump")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send_once(addr, request).await.unwrap();
+    server.abort();
+    let dump: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let listeners = &dump["configs"][0]["dynamic_listeners"];
+    let listener = |name: &str| {
+        listeners
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .map(|l| l["active_state"]["listener"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        listener(DELAYED_LISTENER)["network_filters"][0]["connection_limit"]["delay"],
+        "0.6s"
+    );
+    assert_eq!(
+        listener(CORS_LISTENER)["filter"]["http_connection_manager"]["http_filters"][0],
+        serde_json::json!({ "name": CORS_FILTER, "disabled": true, "filter": "cors" })
+    );
+    let routes = &dump["configs"][2]["dynamic_route_configs"][0]["route_config"];
+    let main = &routes["virtual_hosts"][0];
+    assert_eq!(
+        main["typed_per_filter_config"][CORS_FILTER]["cors_policy"]["max_age"],
+        "600"
+    );
+    assert_eq!(
+        main["routes"][1]["typed_per_filter_config"][CORS_FILTER],
+        serde_json::json!({ "disabled": true })
+    );
+    assert_eq!(routes["virtual_hosts"][1]["cors"]["allow_methods"], "POST");
 }
