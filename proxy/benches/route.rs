@@ -29,10 +29,9 @@ fn route(name: String, path: PathMatch) -> Route {
             status: 200,
             body: None,
         },
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -78,10 +77,10 @@ fn vhost(i: usize) -> VirtualHost {
         name: svc,
         domains,
         routes,
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        cors: None,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -89,10 +88,9 @@ fn config() -> RouteConfig {
     RouteConfig {
         name: "bench".into(),
         virtual_hosts: (0..10).map(vhost).collect(),
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -197,10 +195,9 @@ fn bench(c: &mut Criterion) {
         .map(|(i, &weight)| WeightedCluster {
             name: format!("c{i}"),
             weight,
-            request_headers_to_add: vec![],
-            request_headers_to_remove: vec![],
-            response_headers_to_add: vec![],
-            response_headers_to_remove: vec![],
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            filter_configs: Default::default(),
         })
         .collect();
     c.bench_function("pick_weighted/3", |b| {

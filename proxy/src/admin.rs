@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    Cluster, ClusterTarget, DomainMatch, Endpoint, HeaderMatch, HeaderValueOption, Listener,
-    ListenerFilter, PathMatch, RouteAction, RouteConfig, RouteSource, StringMatch, TcpTarget,
+    Cluster, ClusterTarget, CorsPolicy, DomainMatch, Endpoint, FilterConfig, FilterConfigs,
+    Fraction, HeaderMatch, HeaderMutation, HttpFilterKind, Listener, ListenerFilter, NetworkFilter,
+    PathMatch, RouteAction, RouteConfig, RouteSource, StringMatch, TcpTarget,
 };
 use crate::state::{ListenerState, ProxyHandle};
 
@@ -277,9 +278,20 @@ fn listener_json(l: &Listener) -> Value {
                 RouteSource::Inline(rc) => json!({ "route_config": route_config_json(rc) }),
                 RouteSource::Rds(name) => json!({ "rds": { "route_config_name": name } }),
             };
+            let http_filters: Vec<Value> = hcm
+                .http_filters
+                .iter()
+                .map(|f| {
+                    let kind = match f.kind {
+                        HttpFilterKind::Cors => "cors",
+                    };
+                    json!({ "name": f.name, "disabled": f.disabled, "filter": kind })
+                })
+                .collect();
             json!({ "http_connection_manager": {
                 "stat_prefix": hcm.stat_prefix,
                 "routes": routes,
+                "http_filters": http_filters,
                 "max_request_headers_kb": hcm.max_request_headers_bytes / 1024,
                 "idle_timeout": opt_duration(hcm.idle_timeout),
                 "request_headers_timeout": opt_duration(hcm.request_headers_timeout),
@@ -301,18 +313,77 @@ fn listener_json(l: &Listener) -> Value {
             }})
         }
     };
-    json!({ "name": l.name, "address": l.addr.to_string(), "filter": filter })
+    let network_filters: Vec<Value> = l
+        .network_filters
+        .iter()
+        .map(|f| match f {
+            NetworkFilter::ConnectionLimit(c) => json!({ "connection_limit": {
+                "stat_prefix": c.stat_prefix,
+                "max_connections": c.max_connections,
+                "delay": opt_duration(c.delay),
+                "enabled": c.enabled,
+            }}),
+        })
+        .collect();
+    json!({
+        "name": l.name,
+        "address": l.addr.to_string(),
+        "network_filters": network_filters,
+        "filter": filter,
+    })
 }
 
-fn headers_json(add: &[HeaderValueOption], remove: &[String]) -> Value {
+fn headers_json(mutation: &HeaderMutation) -> Value {
     json!({
-        "add": add.iter().map(|h| json!({
+        "add": mutation.add.iter().map(|h| json!({
             "name": h.name.as_str(),
             "value": String::from_utf8_lossy(h.value.as_bytes()),
             "append_action": format!("{:?}", h.action),
         })).collect::<Vec<_>>(),
-        "remove": remove,
+        "remove": mutation.remove.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
     })
+}
+
+fn fraction_json(f: Option<Fraction>) -> Value {
+    f.map_or(
+        Value::Null,
+        |f| json!({ "numerator": f.numerator, "denominator": f.denominator }),
+    )
+}
+
+fn cors_json(p: &CorsPolicy) -> Value {
+    let text = |v: &Option<http::HeaderValue>| {
+        v.as_ref()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    json!({
+        "allow_origin_string_match": p.allow_origin.iter().map(string_match_json).collect::<Vec<_>>(),
+        "allow_methods": text(&p.allow_methods),
+        "allow_headers": text(&p.allow_headers),
+        "expose_headers": text(&p.expose_headers),
+        "max_age": text(&p.max_age),
+        "allow_credentials": p.allow_credentials,
+        "allow_private_network_access": p.allow_private_network_access,
+        "forward_not_matching_preflights": p.forward_not_matching_preflights,
+        "filter_enabled": fraction_json(p.filter_enabled),
+        "shadow_enabled": fraction_json(p.shadow_enabled),
+    })
+}
+
+fn filter_configs_json(configs: &FilterConfigs) -> Value {
+    let map: serde_json::Map<String, Value> = configs
+        .0
+        .iter()
+        .map(|(name, config)| {
+            let value = match config {
+                FilterConfig::Disabled => json!({ "disabled": true }),
+                FilterConfig::Enabled => json!({ "disabled": false }),
+                FilterConfig::Cors(policy) => json!({ "cors_policy": cors_json(policy) }),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Value::Object(map)
 }
 
 fn string_match_json(m: &StringMatch) -> Value {
@@ -379,8 +450,9 @@ fn route_config_json(rc: &RouteConfig) -> Value {
                                     .map(|w| json!({
                                         "name": w.name,
                                         "weight": w.weight,
-                                        "request_headers": headers_json(&w.request_headers_to_add, &w.request_headers_to_remove),
-                                        "response_headers": headers_json(&w.response_headers_to_add, &w.response_headers_to_remove),
+                                        "request_headers": headers_json(&w.request_headers),
+                                        "response_headers": headers_json(&w.response_headers),
+                                        "typed_per_filter_config": filter_configs_json(&w.filter_configs),
                                     }))
                                     .collect::<Vec<_>>() }),
                             };
@@ -403,6 +475,7 @@ fn route_config_json(rc: &RouteConfig) -> Value {
                                 "idle_timeout": opt_duration(f.idle_timeout),
                                 "retry_policy": retry,
                                 "hash_policy": f.hash_policy.len(),
+                                "cors": f.cors.as_deref().map(cors_json),
                             }})
                         }
                         RouteAction::DirectResponse { status, body } => json!({ "direct_response": {
@@ -428,8 +501,9 @@ fn route_config_json(rc: &RouteConfig) -> Value {
                             "query_parameters": query,
                         },
                         "action": action,
-                        "request_headers": headers_json(&r.request_headers_to_add, &r.request_headers_to_remove),
-                        "response_headers": headers_json(&r.response_headers_to_add, &r.response_headers_to_remove),
+                        "request_headers": headers_json(&r.request_headers),
+                        "response_headers": headers_json(&r.response_headers),
+                        "typed_per_filter_config": filter_configs_json(&r.filter_configs),
                     })
                 })
                 .collect();
@@ -437,15 +511,18 @@ fn route_config_json(rc: &RouteConfig) -> Value {
                 "name": vh.name,
                 "domains": domains,
                 "routes": routes,
-                "request_headers": headers_json(&vh.request_headers_to_add, &vh.request_headers_to_remove),
-                "response_headers": headers_json(&vh.response_headers_to_add, &vh.response_headers_to_remove),
+                "cors": vh.cors.as_deref().map(cors_json),
+                "request_headers": headers_json(&vh.request_headers),
+                "response_headers": headers_json(&vh.response_headers),
+                "typed_per_filter_config": filter_configs_json(&vh.filter_configs),
             })
         })
         .collect();
     json!({
         "name": rc.name,
         "virtual_hosts": vhosts,
-        "request_headers": headers_json(&rc.request_headers_to_add, &rc.request_headers_to_remove),
-        "response_headers": headers_json(&rc.response_headers_to_add, &rc.response_headers_to_remove),
+        "request_headers": headers_json(&rc.request_headers),
+        "response_headers": headers_json(&rc.response_headers),
+        "typed_per_filter_config": filter_configs_json(&rc.filter_configs),
     })
 }

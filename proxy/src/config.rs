@@ -23,7 +23,30 @@ pub struct ProxyConfig {
 pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
+    /// The network filters before the terminal one, in order (see `crate::filter::network`).
+    pub network_filters: Vec<NetworkFilter>,
+    /// The terminal network filter.
     pub filter: ListenerFilter,
+}
+
+/// A network filter that runs before the terminal one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NetworkFilter {
+    ConnectionLimit(ConnectionLimit),
+}
+
+/// `envoy.filters.network.connection_limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionLimit {
+    /// Stats go to `connection_limit.<stat_prefix>.*`.
+    pub stat_prefix: String,
+    /// Connections this filter lets through at once (at least 1).
+    pub max_connections: u64,
+    /// How long a refused connection is held, unread, before it is closed.
+    pub delay: Option<Duration>,
+    /// `runtime_enabled.default_value`: when false the filter lets every connection through
+    /// and counts nothing.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +59,8 @@ pub enum ListenerFilter {
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
     pub routes: RouteSource,
+    /// The HTTP filters before the router, in order; empty when the router is the only one.
+    pub http_filters: Vec<HttpFilter>,
     /// Envoy's `max_request_headers_kb` (default 60 KiB): larger heads get 431.
     pub max_request_headers_bytes: usize,
     /// `common_http_protocol_options.idle_timeout` (default 1h).
@@ -64,6 +89,78 @@ pub struct UpgradeConfig {
     pub enabled: bool,
 }
 
+/// An HTTP filter before the router (which is not listed: it is always last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFilter {
+    /// The name in the HCM's list: `typed_per_filter_config` entries are keyed by it.
+    pub name: String,
+    /// Runs only where a route configuration, virtual host, route or weighted cluster
+    /// enables it (Envoy's `disabled: true`).
+    pub disabled: bool,
+    pub kind: HttpFilterKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFilterKind {
+    /// `envoy.filters.http.cors`: its policies come from the route's per-filter configs (or
+    /// the deprecated inline `cors` fields).
+    Cors,
+}
+
+/// A level's `typed_per_filter_config`: by filter name, sorted by name. Usually empty.
+#[derive(Debug, Clone, Default)]
+pub struct FilterConfigs(pub Vec<(String, FilterConfig)>);
+
+impl FilterConfigs {
+    pub fn get(&self, filter: &str) -> Option<&FilterConfig> {
+        self.0
+            .iter()
+            .find_map(|(name, config)| (name == filter).then_some(config))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What one level says about one filter.
+#[derive(Debug, Clone)]
+pub enum FilterConfig {
+    /// `FilterConfig { disabled: true }`: the filter does not run (unless a more specific
+    /// level enables it).
+    Disabled,
+    /// Enabled with no configuration of its own (`FilterConfig` with an empty `config`, or an
+    /// optional config of a type we do not know).
+    Enabled,
+    Cors(Arc<CorsPolicy>),
+}
+
+/// A CORS policy (`envoy.extensions.filters.http.cors.v3.CorsPolicy`, or the deprecated
+/// `envoy.config.route.v3.CorsPolicy`). Unset fields are `None`/empty: the CORS filter takes
+/// each field from the most specific policy that sets it.
+#[derive(Debug, Clone, Default)]
+pub struct CorsPolicy {
+    pub allow_origin: Vec<StringMatch>,
+    pub allow_methods: Option<http::HeaderValue>,
+    pub allow_headers: Option<http::HeaderValue>,
+    pub expose_headers: Option<http::HeaderValue>,
+    pub max_age: Option<http::HeaderValue>,
+    pub allow_credentials: Option<bool>,
+    pub allow_private_network_access: Option<bool>,
+    pub forward_not_matching_preflights: Option<bool>,
+    /// `filter_enabled`; unset is always.
+    pub filter_enabled: Option<Fraction>,
+    /// `shadow_enabled`; unset is never.
+    pub shadow_enabled: Option<Fraction>,
+}
+
+/// A `FractionalPercent`: `numerator` out of `denominator` (100, 10 000 or 1 000 000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fraction {
+    pub numerator: u32,
+    pub denominator: u32,
+}
+
 #[derive(Debug, Clone)]
 pub enum RouteSource {
     Inline(Arc<RouteConfig>),
@@ -89,10 +186,10 @@ pub enum TcpTarget {
 pub struct RouteConfig {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
-    pub request_headers_to_add: Vec<HeaderValueOption>,
-    pub request_headers_to_remove: Vec<String>,
-    pub response_headers_to_add: Vec<HeaderValueOption>,
-    pub response_headers_to_remove: Vec<String>,
+    pub request_headers: HeaderMutation,
+    pub response_headers: HeaderMutation,
+    /// `typed_per_filter_config`, by the HTTP filter's name.
+    pub filter_configs: FilterConfigs,
 }
 
 #[derive(Debug, Clone)]
@@ -100,10 +197,12 @@ pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<DomainMatch>,
     pub routes: Vec<Route>,
-    pub request_headers_to_add: Vec<HeaderValueOption>,
-    pub request_headers_to_remove: Vec<String>,
-    pub response_headers_to_add: Vec<HeaderValueOption>,
-    pub response_headers_to_remove: Vec<String>,
+    /// The deprecated inline `cors` policy, used when no level has a per-filter one.
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub request_headers: HeaderMutation,
+    pub response_headers: HeaderMutation,
+    /// `typed_per_filter_config`, by the HTTP filter's name.
+    pub filter_configs: FilterConfigs,
 }
 
 /// Envoy's virtual-host domain forms, matched in this order of preference: exact, longest
@@ -123,10 +222,10 @@ pub struct Route {
     pub name: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
-    pub request_headers_to_add: Vec<HeaderValueOption>,
-    pub request_headers_to_remove: Vec<String>,
-    pub response_headers_to_add: Vec<HeaderValueOption>,
-    pub response_headers_to_remove: Vec<String>,
+    pub request_headers: HeaderMutation,
+    pub response_headers: HeaderMutation,
+    /// `typed_per_filter_config`, by the HTTP filter's name.
+    pub filter_configs: FilterConfigs,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +297,8 @@ pub struct ForwardAction {
     pub hash_policy: Vec<HashPolicy>,
     /// The route's `upgrade_configs` (see [`UpgradeConfig`]).
     pub upgrades: Vec<UpgradeConfig>,
+    /// The deprecated inline `cors` policy, used when no level has a per-filter one.
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,10 +311,10 @@ pub enum ClusterTarget {
 pub struct WeightedCluster {
     pub name: String,
     pub weight: u32,
-    pub request_headers_to_add: Vec<HeaderValueOption>,
-    pub request_headers_to_remove: Vec<String>,
-    pub response_headers_to_add: Vec<HeaderValueOption>,
-    pub response_headers_to_remove: Vec<String>,
+    pub request_headers: HeaderMutation,
+    pub response_headers: HeaderMutation,
+    /// `typed_per_filter_config`, by the HTTP filter's name.
+    pub filter_configs: FilterConfigs,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +362,20 @@ pub struct RedirectAction {
     /// 301 (default), 302, 303, 307 or 308.
     pub status: u16,
     pub strip_query: bool,
+}
+
+/// One level's changes to one side's headers (request or response): names removed, then
+/// headers added.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderMutation {
+    pub remove: Vec<http::HeaderName>,
+    pub add: Vec<HeaderValueOption>,
+}
+
+impl HeaderMutation {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]

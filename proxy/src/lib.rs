@@ -1,8 +1,8 @@
 //! The sidecar proxy: takes its whole configuration from an xDS server and carries HTTP/1.1,
 //! HTTP/2, gRPC and TCP between services.
 //!
-//! Data path (modules follow it): listener -> protocol (HTTP connection manager or TCP proxy)
-//! -> route -> balance -> upstream. Configuration path: xds (ADS client) -> config (validated
+//! Data path (modules follow it): listener -> network filters -> protocol (HTTP connection
+//! manager, with its HTTP filters, or TCP proxy) -> route -> balance -> upstream. Configuration path: xds (ADS client) -> config (validated
 //! snapshot) -> runtime (published with one atomic swap; requests only load it).
 
 pub mod admin;
@@ -10,6 +10,7 @@ pub mod balance;
 mod buffers;
 pub mod config;
 pub mod error;
+pub mod filter;
 pub mod http;
 pub mod listener;
 pub mod metrics;

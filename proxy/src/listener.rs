@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::config::Listener;
+use crate::filter::network::{Admitted, NetworkChain};
 use crate::http::HttpListener;
 use crate::metrics::ListenerStats;
 use crate::state::Shared;
@@ -67,6 +68,8 @@ pub(crate) struct ConnGuard {
     tracker: Arc<ConnTracker>,
     stats: Arc<ListenerStats>,
     _permit: OwnedSemaphorePermit,
+    /// Its place in the counts of the listener's network filters.
+    pub(crate) network: Option<Admitted>,
 }
 
 impl Drop for ConnGuard {
@@ -104,10 +107,12 @@ impl RunningListener {
         let tracker = Arc::new(ConnTracker::default());
         let name: Arc<str> = Arc::from(config.name.as_str());
         let span = tracing::info_span!("listener", listener = %name, addr = %local_addr);
+        let network = NetworkChain::build(&config.network_filters, &shared.stats);
         let accept = tokio::spawn(
             accept_loop(
                 shared,
                 Arc::clone(&socket),
+                network,
                 protocol.clone(),
                 stats,
                 Arc::clone(&tracker),
@@ -161,6 +166,7 @@ impl RunningListener {
 async fn accept_loop(
     shared: Arc<Shared>,
     socket: Arc<TcpListener>,
+    network: Option<Arc<NetworkChain>>,
     protocol: Protocol,
     stats: Arc<ListenerStats>,
     tracker: Arc<ConnTracker>,
@@ -194,6 +200,13 @@ async fn accept_loop(
             tracker: Arc::clone(&tracker),
             stats: Arc::clone(&stats),
             _permit: permit,
+            network: None,
+        };
+        // Network filters before the terminal one (`crate::filter::network`).
+        let Some((stream, guard)) =
+            crate::filter::network::on_new_connection(network.as_ref(), stream, guard, &drain)
+        else {
+            continue;
         };
         // Debug level: an enabled span is entered and left on every poll of the connection, a
         // cost per request that only debugging should pay.

@@ -9,6 +9,8 @@
 //! - `listener.<address>.*` per bound address (`127.0.0.1_15001`),
 //! - `http.<stat_prefix>.*` per HTTP connection manager stat prefix,
 //! - `tcp.<stat_prefix>.*` per TCP proxy stat prefix,
+//! - `http.<stat_prefix>.cors.*` per HTTP connection manager with a CORS filter,
+//! - `connection_limit.<stat_prefix>.*` per connection limit filter,
 //! - `cluster.<name>.*` per cluster, including the `upstream_rq_time` histogram (ms, Envoy's
 //!   default buckets; measured to the upstream's response headers),
 //! - `cluster_manager.{cds,eds}.*` and `listener_manager.{lds,rds}.*` for the xDS client
@@ -185,6 +187,21 @@ pub struct TcpStats {
     pub upstream_flush_active: Gauge,
 }
 
+/// `http.<stat_prefix>.cors.*`
+#[derive(Debug, Default)]
+pub struct CorsStats {
+    pub origin_valid: Counter,
+    pub origin_invalid: Counter,
+}
+
+/// `connection_limit.<stat_prefix>.*`
+#[derive(Debug, Default)]
+pub struct ConnectionLimitStats {
+    pub limited_connections: Counter,
+    /// Connections the filter saw that are still open, refused ones included.
+    pub active_connections: Gauge,
+}
+
 /// `cluster.<name>.*`
 #[derive(Debug, Default)]
 pub struct ClusterStats {
@@ -226,6 +243,9 @@ pub struct Registry {
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    /// By HTTP connection manager stat prefix.
+    cors: Mutex<BTreeMap<String, Arc<CorsStats>>>,
+    connection_limit: Mutex<BTreeMap<String, Arc<ConnectionLimitStats>>>,
 }
 
 fn get_or_create<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
@@ -275,6 +295,24 @@ impl Registry {
 
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
         get_or_create(&self.clusters, name)
+    }
+
+    pub fn cors(&self, http_stat_prefix: &str) -> Arc<CorsStats> {
+        get_or_create(&self.cors, http_stat_prefix)
+    }
+
+    pub fn connection_limit(&self, stat_prefix: &str) -> Arc<ConnectionLimitStats> {
+        get_or_create(&self.connection_limit, stat_prefix)
+    }
+
+    /// Drops the stats of filters no longer configured.
+    pub fn retain_filters(
+        &self,
+        keep_cors: impl Fn(&str) -> bool,
+        keep_connection_limit: impl Fn(&str) -> bool,
+    ) {
+        retain(&self.cors, keep_cors);
+        retain(&self.connection_limit, keep_connection_limit);
     }
 
     /// Drops the stats of clusters no longer configured (in-flight requests keep theirs alive
@@ -412,6 +450,24 @@ impl StatsView {
                 &s.downstream_cx_destroy_remote_active_rq,
             );
         }
+        for (name, s) in entries(&registry.cors) {
+            let scope = Scope {
+                category: "http",
+                tag: "envoy_http_conn_manager_prefix",
+                name: &name,
+            };
+            view.counter(&scope, "cors.origin_valid", &s.origin_valid);
+            view.counter(&scope, "cors.origin_invalid", &s.origin_invalid);
+        }
+        for (name, s) in entries(&registry.connection_limit) {
+            let scope = Scope {
+                category: "connection_limit",
+                tag: "envoy_connection_limit_prefix",
+                name: &name,
+            };
+            view.counter(&scope, "limited_connections", &s.limited_connections);
+            view.gauge(&scope, "active_connections", &s.active_connections);
+        }
         for (name, s) in entries(&registry.tcp) {
             let scope = Scope {
                 category: "tcp",
@@ -527,7 +583,7 @@ impl StatsView {
     fn push(&mut self, scope: &Scope<'_>, stat: &str, kind: Kind, value: i128) {
         self.samples.push(Sample {
             dotted: format!("{}.{}.{stat}", scope.category, scope.name),
-            family: format!("envoy_{}_{stat}", scope.category),
+            family: format!("envoy_{}_{}", scope.category, stat.replace('.', "_")),
             labels: format!("{}=\"{}\"", scope.tag, escape_label(scope.name)),
             kind,
             value,

@@ -21,7 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Cluster, Listener, ListenerFilter, ProxyConfig, RouteSource, TcpTarget};
+use crate::config::{
+    Cluster, HttpFilterKind, Listener, ListenerFilter, NetworkFilter, ProxyConfig, RouteSource,
+    TcpTarget,
+};
+use crate::filter::HttpChain;
 use crate::http::HttpListener;
 use crate::listener::{Protocol, RunningListener};
 use crate::metrics::{Registry, listener_stat_name};
@@ -188,6 +192,7 @@ fn same_tcp_target(a: &TcpTarget, b: &TcpTarget) -> bool {
 /// not count: requests read them from the snapshot.
 fn same_listener(a: &Listener, b: &Listener) -> bool {
     a.addr == b.addr
+        && a.network_filters == b.network_filters
         && match (&a.filter, &b.filter) {
             (ListenerFilter::Http(x), ListenerFilter::Http(y)) => {
                 Arc::ptr_eq(x, y)
@@ -195,7 +200,8 @@ fn same_listener(a: &Listener, b: &Listener) -> bool {
                         && x.max_request_headers_bytes == y.max_request_headers_bytes
                         && x.idle_timeout == y.idle_timeout
                         && x.request_headers_timeout == y.request_headers_timeout
-                        && x.stream_idle_timeout == y.stream_idle_timeout)
+                        && x.stream_idle_timeout == y.stream_idle_timeout
+                        && x.http_filters == y.http_filters)
             }
             (ListenerFilter::Tcp(x), ListenerFilter::Tcp(y)) => {
                 Arc::ptr_eq(x, y)
@@ -283,6 +289,7 @@ impl Reconciler {
                 &listener.name,
                 Arc::clone(hcm),
                 self.shared.stats.http(&hcm.stat_prefix),
+                HttpChain::build(&hcm.http_filters, &self.shared.stats, &hcm.stat_prefix),
             ))),
             ListenerFilter::Tcp(tcp) => Protocol::Tcp(Arc::new(TcpProxyListener {
                 config: Arc::clone(tcp),
@@ -432,6 +439,29 @@ impl Reconciler {
             |p| http.iter().any(|h| h == p),
             |p| tcp.iter().any(|t| t == p),
         );
+        let cors: Vec<&str> = config
+            .listeners
+            .values()
+            .filter_map(|l| match &l.filter {
+                ListenerFilter::Http(h)
+                    if h.http_filters
+                        .iter()
+                        .any(|f| f.kind == HttpFilterKind::Cors) =>
+                {
+                    Some(h.stat_prefix.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let limits: Vec<&str> = config
+            .listeners
+            .values()
+            .flat_map(|l| &l.network_filters)
+            .map(|f| match f {
+                NetworkFilter::ConnectionLimit(c) => c.stat_prefix.as_str(),
+            })
+            .collect();
+        stats.retain_filters(|p| cors.contains(&p), |p| limits.contains(&p));
     }
 
     async fn shutdown(&mut self) {

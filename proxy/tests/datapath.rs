@@ -249,6 +249,7 @@ fn forward_action(target: ClusterTarget) -> ForwardAction {
         retry: None,
         hash_policy: vec![],
         upgrades: vec![],
+        cors: None,
     }
 }
 
@@ -261,10 +262,9 @@ fn route(name: &str, matcher: RouteMatch, action: RouteAction) -> Route {
         name: name.into(),
         matcher,
         action,
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -281,10 +281,10 @@ fn vhost(routes: Vec<Route>) -> VirtualHost {
         name: "default".into(),
         domains: vec![DomainMatch::Any],
         routes,
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        cors: None,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -292,10 +292,9 @@ fn route_config(name: &str, vhosts: Vec<VirtualHost>) -> RouteConfig {
     RouteConfig {
         name: name.into(),
         virtual_hosts: vhosts,
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -303,6 +302,7 @@ fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
     HttpConnectionManager {
         stat_prefix: prefix.into(),
         routes,
+        http_filters: vec![],
         max_request_headers_bytes: 60 * 1024,
         idle_timeout: Some(Duration::from_secs(3600)),
         request_headers_timeout: None,
@@ -318,6 +318,7 @@ fn http_listener_with(name: &str, hcm: HttpConnectionManager) -> Listener {
     Listener {
         name: name.into(),
         addr: any_addr(),
+        network_filters: vec![],
         filter: ListenerFilter::Http(Arc::new(hcm)),
     }
 }
@@ -634,14 +635,16 @@ async fn weighted_clusters_split_roughly_by_weight() {
     let weighted = |name: &str, weight: u32| WeightedCluster {
         name: name.into(),
         weight,
-        request_headers_to_add: vec![header(
-            "x-split",
-            name,
-            AppendAction::OverwriteIfExistsOrAdd,
-        )],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: HeaderMutation {
+            remove: vec![],
+            add: vec![header(
+                "x-split",
+                name,
+                AppendAction::OverwriteIfExistsOrAdd,
+            )],
+        },
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     };
     let rc = route_config(
         "rc",
@@ -682,31 +685,31 @@ async fn rewrites_and_header_mutations_reach_the_backend() {
     action.prefix_rewrite = Some("/v1/".into());
     action.host_rewrite_literal = Some("internal.example".into());
     let mut r = forward("api", "/api/", action);
-    r.request_headers_to_add = vec![
+    r.request_headers.add = vec![
         header("x-level", "route", AppendAction::OverwriteIfExistsOrAdd),
         header("x-trail", "route", AppendAction::AppendIfExistsOrAdd),
         header("x-absent", "route", AppendAction::AddIfAbsent),
     ];
-    r.request_headers_to_remove = vec!["x-drop".into()];
-    r.response_headers_to_add = vec![header(
+    r.request_headers.remove = vec![HeaderName::from_static("x-drop")];
+    r.response_headers.add = vec![header(
         "x-resp",
         "route",
         AppendAction::OverwriteIfExistsOrAdd,
     )];
-    r.response_headers_to_remove = vec!["x-remove-me".into()];
+    r.response_headers.remove = vec![HeaderName::from_static("x-remove-me")];
     let mut vh = vhost(vec![r]);
-    vh.request_headers_to_add = vec![
+    vh.request_headers.add = vec![
         header("x-level", "vhost", AppendAction::OverwriteIfExistsOrAdd),
         header("x-trail", "vhost", AppendAction::AppendIfExistsOrAdd),
         header("x-absent", "vhost", AppendAction::AddIfAbsent),
         header("x-only-if", "vhost", AppendAction::OverwriteIfExists),
     ];
     let mut rc = route_config("rc", vec![vh]);
-    rc.request_headers_to_add = vec![
+    rc.request_headers.add = vec![
         header("x-level", "config", AppendAction::OverwriteIfExistsOrAdd),
         header("x-trail", "config", AppendAction::AppendIfExistsOrAdd),
     ];
-    rc.response_headers_to_add = vec![header(
+    rc.response_headers.add = vec![header(
         "x-resp",
         "config",
         AppendAction::AppendIfExistsOrAdd,
@@ -771,7 +774,7 @@ async fn direct_responses_and_redirects() {
             body: Some(Bytes::from_static(b"short and stout")),
         },
     );
-    direct.response_headers_to_add = vec![header(
+    direct.response_headers.add = vec![header(
         "x-direct",
         "1",
         AppendAction::OverwriteIfExistsOrAdd,
@@ -1205,6 +1208,7 @@ async fn tcp_proxy_copies_bytes_exactly() {
     let listener = Listener {
         name: "tcp".into(),
         addr: any_addr(),
+        network_filters: vec![],
         filter: ListenerFilter::Tcp(Arc::new(TcpProxy {
             stat_prefix: "tcp".into(),
             cluster: TcpTarget::Cluster("echo".into()),
@@ -2026,9 +2030,11 @@ async fn upstream_response_fields_reach_http1_and_h2_clients_alike() {
     let (upstream, _) = scripted_upstream().await;
     let plain = route_config("plain", vec![vhost(vec![forward("u", "/", to("u"))])]);
     let mut mutated = route_config("mutated", vec![vhost(vec![forward("u", "/", to("u"))])]);
-    mutated.response_headers_to_remove =
-        vec!["x-gone".into(), "x-envoy-upstream-service-time".into()];
-    mutated.response_headers_to_add =
+    mutated.response_headers.remove = vec![
+        HeaderName::from_static("x-gone"),
+        HeaderName::from_static("x-envoy-upstream-service-time"),
+    ];
+    mutated.response_headers.add =
         vec![header("x-added", "yes", AppendAction::AppendIfExistsOrAdd)];
     let h = Harness::start(proxy_config(
         vec![

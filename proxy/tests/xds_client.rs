@@ -514,7 +514,7 @@ async fn nack_keeps_the_last_good_config(mode: XdsMode) {
     let nack = status.types["LDS"].last_nack.clone().unwrap();
     assert_eq!(
         nack,
-        r#"listener "api:127.0.0.1:9191": filter_chains[0].filters[0] (envoy.filters.network.http_connection_manager): http_filters: only envoy.filters.http.router is supported, got "envoy.filters.http.fault""#
+        r#"listener "api:127.0.0.1:9191": filter_chains[0].filters[0] (envoy.filters.network.http_connection_manager): http_filters[0] (envoy.filters.http.fault): "envoy.filters.http.fault" is not supported (only envoy.filters.http.cors and envoy.filters.http.router are; an unknown filter may be marked is_optional)"#
     );
     assert_eq!(proxy.rejected("LDS"), 1);
     assert!(

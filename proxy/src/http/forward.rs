@@ -105,12 +105,31 @@ pub(super) async fn proxy(
         stats.no_route.inc();
         return ProxyError::NoRoute.to_response(grpc);
     };
-    let levels = Levels {
+    let mut levels = Levels {
         weighted: None,
         route,
         vhost,
         config,
+        filters: None,
     };
+    // ---- HTTP filters before the router (crate::filter); none: one branch ----
+    let run;
+    if let Some(chain) = &ctx.listener.filters {
+        // Envoy picks the weighted cluster with the route, before the filters run (its
+        // per-filter configs count for them); the router below keeps this pick.
+        if let RouteAction::Forward(action) = &route.action
+            && let ClusterTarget::Weighted(clusters) = &action.target
+        {
+            levels.weighted = pick_weighted(clusters, fastrand::u64(..));
+        }
+        let mut ran = crate::filter::Run::default();
+        if let Some(answer) = chain.on_request(&levels, req, &mut ran) {
+            return answer;
+        }
+        run = ran;
+        levels.filters = Some(&run);
+    }
+    // ---- the router ----
     match &route.action {
         RouteAction::DirectResponse { status, body } => {
             stats.rq_direct_response.inc();
@@ -141,7 +160,10 @@ pub(super) async fn proxy(
             let (cluster_name, weighted) = match &action.target {
                 ClusterTarget::Cluster(name) => (name.as_str(), None),
                 ClusterTarget::Weighted(clusters) => {
-                    match pick_weighted(clusters, fastrand::u64(..)) {
+                    let picked = levels
+                        .weighted
+                        .or_else(|| pick_weighted(clusters, fastrand::u64(..)));
+                    match picked {
                         Some(w) => (w.name.as_str(), Some(w)),
                         None => {
                             stats.no_cluster.inc();

@@ -10,9 +10,10 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{
-    AppendAction, HeaderValueOption, PathMatch, RedirectAction, Route, RouteConfig, VirtualHost,
+    AppendAction, HeaderMutation, PathMatch, RedirectAction, Route, RouteConfig, VirtualHost,
     WeightedCluster,
 };
+use crate::filter;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -163,91 +164,67 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn apply_level(headers: &mut HeaderMap, remove: &[String], add: &[HeaderValueOption]) {
-    for name in remove {
-        headers.remove(name.as_str());
-    }
-    for h in add {
-        match h.action {
-            AppendAction::AppendIfExistsOrAdd => {
-                headers.append(h.name.clone(), h.value.clone());
-            }
-            AppendAction::AddIfAbsent => {
-                if !headers.contains_key(&h.name) {
+impl HeaderMutation {
+    /// Removes, then adds (each header by its append action).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for h in &self.add {
+            match h.action {
+                AppendAction::AppendIfExistsOrAdd => {
+                    headers.append(h.name.clone(), h.value.clone());
+                }
+                AppendAction::AddIfAbsent => {
+                    if !headers.contains_key(&h.name) {
+                        headers.insert(h.name.clone(), h.value.clone());
+                    }
+                }
+                AppendAction::OverwriteIfExistsOrAdd => {
                     headers.insert(h.name.clone(), h.value.clone());
                 }
-            }
-            AppendAction::OverwriteIfExistsOrAdd => {
-                headers.insert(h.name.clone(), h.value.clone());
-            }
-            AppendAction::OverwriteIfExists => {
-                if headers.contains_key(&h.name) {
-                    headers.insert(h.name.clone(), h.value.clone());
+                AppendAction::OverwriteIfExists => {
+                    if headers.contains_key(&h.name) {
+                        headers.insert(h.name.clone(), h.value.clone());
+                    }
                 }
             }
         }
     }
 }
 
-/// The configuration levels a matched request carries header mutations from.
+/// What a matched request carries from its configuration levels (header mutations), and
+/// what its HTTP filters left for the response side.
 #[derive(Clone, Copy)]
 pub struct Levels<'a> {
     pub weighted: Option<&'a WeightedCluster>,
     pub route: &'a Route,
     pub vhost: &'a VirtualHost,
     pub config: &'a RouteConfig,
+    /// The request's run through the HTTP filter chain; `None` when the chain is only the
+    /// router.
+    pub filters: Option<&'a filter::Run>,
 }
-
-/// One level's changes to one side's headers: the names it removes, the headers it adds.
-type LevelChanges<'a> = (&'a [String], &'a [HeaderValueOption]);
 
 impl<'a> Levels<'a> {
     /// Each level's request header changes, in Envoy's order: weighted cluster, route,
     /// virtual host, route configuration.
-    fn request_changes(&self) -> [Option<LevelChanges<'a>>; 4] {
+    fn request_changes(&self) -> [Option<&'a HeaderMutation>; 4] {
         [
-            self.weighted.map(|w| {
-                (
-                    &w.request_headers_to_remove[..],
-                    &w.request_headers_to_add[..],
-                )
-            }),
-            Some((
-                &self.route.request_headers_to_remove,
-                &self.route.request_headers_to_add,
-            )),
-            Some((
-                &self.vhost.request_headers_to_remove,
-                &self.vhost.request_headers_to_add,
-            )),
-            Some((
-                &self.config.request_headers_to_remove,
-                &self.config.request_headers_to_add,
-            )),
+            self.weighted.map(|w| &w.request_headers),
+            Some(&self.route.request_headers),
+            Some(&self.vhost.request_headers),
+            Some(&self.config.request_headers),
         ]
     }
 
     /// Each level's response header changes, in the same order.
-    fn response_changes(&self) -> [Option<LevelChanges<'a>>; 4] {
+    fn response_changes(&self) -> [Option<&'a HeaderMutation>; 4] {
         [
-            self.weighted.map(|w| {
-                (
-                    &w.response_headers_to_remove[..],
-                    &w.response_headers_to_add[..],
-                )
-            }),
-            Some((
-                &self.route.response_headers_to_remove,
-                &self.route.response_headers_to_add,
-            )),
-            Some((
-                &self.vhost.response_headers_to_remove,
-                &self.vhost.response_headers_to_add,
-            )),
-            Some((
-                &self.config.response_headers_to_remove,
-                &self.config.response_headers_to_add,
-            )),
+            self.weighted.map(|w| &w.response_headers),
+            Some(&self.route.response_headers),
+            Some(&self.vhost.response_headers),
+            Some(&self.config.response_headers),
         ]
     }
 
@@ -256,31 +233,37 @@ impl<'a> Levels<'a> {
         changes_any(self.request_changes())
     }
 
-    /// Whether any level adds or removes response headers.
+    /// Whether any level adds or removes response headers, or a filter changes them.
     pub fn mutates_response(&self) -> bool {
         changes_any(self.response_changes())
+            || self.filters.is_some_and(filter::Run::mutates_response)
     }
 
     /// Envoy's order (see `request_changes`); each level removes, then adds. Later levels win
     /// (Envoy's default, `most_specific_header_mutations_wins` false).
     pub fn mutate_request(&self, headers: &mut HeaderMap) {
-        for (remove, add) in self.request_changes().into_iter().flatten() {
-            apply_level(headers, remove, add);
+        for mutation in self.request_changes().into_iter().flatten() {
+            mutation.apply(headers);
         }
     }
 
+    /// The levels' changes as for the request, then the filters' response side: in Envoy the
+    /// router changes the response headers before the filters see them.
     pub fn mutate_response(&self, headers: &mut HeaderMap) {
-        for (remove, add) in self.response_changes().into_iter().flatten() {
-            apply_level(headers, remove, add);
+        for mutation in self.response_changes().into_iter().flatten() {
+            mutation.apply(headers);
+        }
+        if let Some(run) = self.filters {
+            run.on_response(headers);
         }
     }
 }
 
-fn changes_any(levels: [Option<LevelChanges<'_>>; 4]) -> bool {
+fn changes_any(levels: [Option<&HeaderMutation>; 4]) -> bool {
     levels
         .into_iter()
         .flatten()
-        .any(|(remove, add)| !remove.is_empty() || !add.is_empty())
+        .any(|mutation| !mutation.is_empty())
 }
 
 /// `x-envoy-upstream-service-time` values; the common small ones are shared, not allocated.
@@ -490,10 +473,9 @@ mod tests {
                 status: 200,
                 body: None,
             },
-            request_headers_to_add: vec![],
-            request_headers_to_remove: vec![],
-            response_headers_to_add: vec![],
-            response_headers_to_remove: vec![],
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            filter_configs: Default::default(),
         }
     }
 

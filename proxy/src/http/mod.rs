@@ -29,6 +29,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::{HttpConnectionManager, RouteConfig};
+use crate::filter::HttpChain;
 use crate::listener::{ConnGuard, Drain};
 use crate::metrics::HttpStats;
 use crate::state::Shared;
@@ -43,13 +44,20 @@ pub(crate) struct HttpListener {
     pub name: Arc<str>,
     pub hcm: Arc<HttpConnectionManager>,
     pub stats: Arc<HttpStats>,
+    /// The HTTP filters before the router; `None` when the router is the only one.
+    pub filters: Option<HttpChain>,
     /// Set when the listener is removed: the routes its draining connections keep using.
     pub retired_routes: ArcSwapOption<RouteConfig>,
     builder: auto::Builder<TokioExecutor>,
 }
 
 impl HttpListener {
-    pub fn new(name: &str, hcm: Arc<HttpConnectionManager>, stats: Arc<HttpStats>) -> Self {
+    pub fn new(
+        name: &str,
+        hcm: Arc<HttpConnectionManager>,
+        stats: Arc<HttpStats>,
+        filters: Option<HttpChain>,
+    ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The whole request head must fit in the read buffer, so its size is the header
         // limit: a larger head is answered 431 by hyper.
@@ -73,6 +81,7 @@ impl HttpListener {
             name: Arc::from(name),
             hcm,
             stats,
+            filters,
             retired_routes: ArcSwapOption::empty(),
             builder,
         }

@@ -19,10 +19,9 @@ fn route(name: &str, path: PathMatch) -> Route {
             status: 200,
             body: None,
         },
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -44,10 +43,10 @@ fn vhost(routes: Vec<Route>) -> VirtualHost {
         name: "vh".to_string(),
         domains: vec![crate::config::DomainMatch::Any],
         routes,
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        cors: None,
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     }
 }
 
@@ -433,10 +432,9 @@ fn weighted(weights: &[u32]) -> Vec<WeightedCluster> {
         .map(|(i, &weight)| WeightedCluster {
             name: format!("c{i}"),
             weight,
-            request_headers_to_add: vec![],
-            request_headers_to_remove: vec![],
-            response_headers_to_add: vec![],
-            response_headers_to_remove: vec![],
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            filter_configs: Default::default(),
         })
         .collect()
 }
@@ -647,10 +645,9 @@ fn realistic_table() {
                 ..vhost(vec![route("fallback", prefix("/"))])
             },
         ],
-        request_headers_to_add: vec![],
-        request_headers_to_remove: vec![],
-        response_headers_to_add: vec![],
-        response_headers_to_remove: vec![],
+        request_headers: Default::default(),
+        response_headers: Default::default(),
+        filter_configs: Default::default(),
     };
     let vh = select_virtual_host(&config, "api.web.svc").expect("vhost");
     assert_eq!(vh.name, "web");

@@ -72,10 +72,10 @@ mod tests {
             name: name.to_string(),
             domains: domains.iter().map(|d| parse(d)).collect(),
             routes: vec![],
-            request_headers_to_add: vec![],
-            request_headers_to_remove: vec![],
-            response_headers_to_add: vec![],
-            response_headers_to_remove: vec![],
+            cors: None,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            filter_configs: Default::default(),
         }
     }
 

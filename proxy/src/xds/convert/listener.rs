@@ -1,29 +1,28 @@
-//! LDS: a listener with one filter chain holding one network filter, an HTTP connection
-//! manager (whose only HTTP filter is the router) or a TCP proxy.
+//! LDS: a listener with one filter chain: network filters (see `filters.rs`), then the
+//! terminal one, an HTTP connection manager (HTTP filters, then the router) or a TCP proxy.
 
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, HttpProtocolOptions, http_protocol_options::HeadersWithUnderscoresAction,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, Rds, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::filters;
 use super::route::convert_route_config;
 use super::{
     At, ConvertError, FieldError, Result, ads_config_source, invalid, non_empty, optional_duration,
     socket_addr, timeout, type_name, unpack, unsupported, unsupported_true,
     unsupported_unless_empty,
 };
-use crate::config::{self, ListenerFilter, RouteSource, TcpTarget};
+use crate::config::{self, ListenerFilter, NetworkFilter, RouteSource, TcpTarget};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const TCP_PROXY_FILTER: &str = "envoy.filters.network.tcp_proxy";
-pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
 /// Envoy's defaults.
 const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
@@ -100,11 +99,17 @@ fn convert_listener(l: Listener) -> Result<config::Listener> {
     let (Some(chain), None) = (chains.next(), chains.next()) else {
         return invalid("filter_chains", "exactly one filter chain is supported");
     };
-    let filter = filter_chain(chain).at("filter_chains[0]")?;
-    Ok(config::Listener { name, addr, filter })
+    let (network_filters, filter) = filter_chain(chain).at("filter_chains[0]")?;
+    Ok(config::Listener {
+        name,
+        addr,
+        network_filters,
+        filter,
+    })
 }
 
-fn filter_chain(chain: FilterChain) -> Result<ListenerFilter> {
+/// The network filters before the terminal one, and the terminal one.
+fn filter_chain(chain: FilterChain) -> Result<(Vec<NetworkFilter>, ListenerFilter)> {
     let FilterChain {
         filter_chain_match,
         filters,
@@ -124,15 +129,10 @@ fn filter_chain(chain: FilterChain) -> Result<ListenerFilter> {
     if transport_socket.is_some() {
         return invalid("transport_socket", "TLS listeners are not supported yet");
     }
-    let mut filters = filters.into_iter();
-    let (Some(filter), None) = (filters.next(), filters.next()) else {
-        return invalid(
-            "filters",
-            format!("exactly one network filter ({HCM_FILTER} or {TCP_PROXY_FILTER}) is supported"),
-        );
-    };
-    let Filter { name, config_type } = filter;
-    let at = format!("filters[0] ({name})");
+    let last = filters.len().saturating_sub(1);
+    let (network_filters, terminal) = filters::network_filters(filters).at("filters")?;
+    let Filter { name, config_type } = terminal;
+    let at = format!("filters[{last}] ({name})");
     let any = match config_type {
         Some(filter::ConfigType::TypedConfig(any)) => any,
         Some(filter::ConfigType::ConfigDiscovery(_)) => {
@@ -143,16 +143,16 @@ fn filter_chain(chain: FilterChain) -> Result<ListenerFilter> {
     // Envoy picks the filter by the config's type, not by the filter's name.
     if let Some(hcm) = unpack::<HttpConnectionManager>(&any) {
         let hcm = hcm.and_then(http_connection_manager).at(&at)?;
-        return Ok(ListenerFilter::Http(Arc::new(hcm)));
+        return Ok((network_filters, ListenerFilter::Http(Arc::new(hcm))));
     }
     if let Some(tcp) = unpack::<TcpProxy>(&any) {
         let tcp = tcp.and_then(tcp_proxy).at(&at)?;
-        return Ok(ListenerFilter::Tcp(Arc::new(tcp)));
+        return Ok((network_filters, ListenerFilter::Tcp(Arc::new(tcp))));
     }
     invalid(
         &at,
         format!(
-            "only {HCM_FILTER} and {TCP_PROXY_FILTER} are supported, got {:?}",
+            "the last filter must be {HCM_FILTER} or {TCP_PROXY_FILTER}, got {:?}",
             type_name(&any)
         ),
     )
@@ -245,7 +245,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
         Err(_) => return invalid("codec_type", format!("unknown value {codec_type}")),
     }
     let stat_prefix = non_empty("stat_prefix", stat_prefix)?;
-    router_only(http_filters).at("http_filters")?;
+    let http_filters = filters::http_filters(http_filters).at("http_filters")?;
     unsupported_true("add_user_agent", &add_user_agent)?;
     let http1 =
         http1_options(http_protocol_options.unwrap_or_default()).at("http_protocol_options")?;
@@ -332,6 +332,7 @@ fn http_connection_manager(hcm: HttpConnectionManager) -> Result<config::HttpCon
     Ok(config::HttpConnectionManager {
         stat_prefix,
         routes,
+        http_filters,
         max_request_headers_bytes: usize::try_from(max_request_headers_kb)
             .unwrap_or(usize::MAX)
             .saturating_mul(1024),
@@ -430,76 +431,6 @@ fn hcm_upgrades(
         });
     }
     Ok(out)
-}
-
-/// The HTTP filter chain must be exactly the router.
-fn router_only(filters: Vec<HttpFilter>) -> Result<()> {
-    let mut filters = filters.into_iter();
-    let Some(first) = filters.next() else {
-        return invalid(
-            "",
-            format!("must end with {ROUTER_FILTER}, got an empty list"),
-        );
-    };
-    let HttpFilter {
-        name,
-        // Optional or not, an unknown filter is one we would not run.
-        is_optional: _,
-        disabled,
-        config_type,
-    } = first;
-    let not_router = |label: &str| {
-        invalid(
-            "",
-            format!("only {ROUTER_FILTER} is supported, got {label:?}"),
-        )
-    };
-    let router = match config_type {
-        Some(http_filter::ConfigType::TypedConfig(any)) => match unpack::<Router>(&any) {
-            Some(router) => Some(router?),
-            None if name.is_empty() => return not_router(type_name(&any)),
-            None => return not_router(&name),
-        },
-        Some(http_filter::ConfigType::ConfigDiscovery(_)) => return not_router(&name),
-        // Envoy still finds built-in filters by name when they have no config.
-        None if name == ROUTER_FILTER => None,
-        None => return not_router(&name),
-    };
-    if let Some(extra) = filters.next() {
-        return invalid(
-            "",
-            format!(
-                "only {ROUTER_FILTER} is supported, got {:?} after it",
-                extra.name
-            ),
-        );
-    }
-    if disabled {
-        return invalid("[0].disabled", "the router cannot be disabled");
-    }
-    if let Some(router) = router {
-        router_config(router).at(format_args!("[0] ({ROUTER_FILTER})"))?;
-    }
-    Ok(())
-}
-
-fn router_config(router: Router) -> Result<()> {
-    let Router {
-        dynamic_stats: _,
-        start_child_span: _,
-        upstream_log: _,
-        upstream_log_options: _,
-        // The runtime adds x-envoy-upstream-service-time, as Envoy does by default.
-        suppress_envoy_headers,
-        // We read no x-envoy-* request headers, so there is nothing to check.
-        strict_check_headers: _,
-        respect_expected_rq_timeout: _,
-        suppress_grpc_request_failure_code_stats: _,
-        upstream_http_filters,
-        reject_connect_request_early_data: _,
-    } = router;
-    unsupported("suppress_envoy_headers", &suppress_envoy_headers)?;
-    unsupported("upstream_http_filters", &upstream_http_filters)
 }
 
 /// The HCM's `common_http_protocol_options`: only the connection idle timeout (default 1 h,

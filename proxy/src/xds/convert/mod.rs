@@ -12,8 +12,16 @@
 //!   buffer limits, TCP keepalive/fast-open/backlog, drain settings, DNS settings of the cluster
 //!   types we reject anyway, HTTP/2 window and stream tuning: ignored.
 //! - Anything that changes which bytes go where, what a client sees, or when a request or
-//!   connection fails (extra filters, TLS, circuit breakers, outlier detection, active health
-//!   checks, priorities other than 0, CORS, rate limits, header formatters): rejected.
+//!   connection fails (TLS, circuit breakers, outlier detection, active health checks,
+//!   priorities other than 0, rate limits, header formatters): rejected.
+//! - Filters (`filters.rs`): the HTTP filters we run are `envoy.filters.http.cors` and the
+//!   router (terminal: last, once); the network filter we run before the terminal one is
+//!   `envoy.filters.network.connection_limit`. Any other filter is rejected by name, except an
+//!   HTTP filter marked `is_optional`, skipped as Envoy skips an optional filter it does not
+//!   know. `typed_per_filter_config` takes CORS policies and `FilterConfig` (enable, disable,
+//!   optional); an entry for a filter the chain lacks is accepted and does nothing, as in
+//!   Envoy. Runtime keys are rejected: the proxy has no runtime layer to set them, so only
+//!   a `default_value` can be honoured.
 //! - Header values may not contain Envoy's `%COMMAND%` formatters (we would send them
 //!   literally); `%%` is read as a literal `%`, as Envoy does.
 //! - `StringMatch` variants carry `ignore_case` as their `bool`.
@@ -25,6 +33,7 @@
 #![allow(deprecated)]
 
 mod cluster;
+mod filters;
 mod listener;
 mod route;
 #[cfg(test)]
@@ -409,15 +418,24 @@ fn unescape_percent(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn headers_to_remove(path: &str, names: Vec<String>) -> Result<Vec<String>> {
+fn headers_to_remove(path: &str, names: Vec<String>) -> Result<Vec<http::HeaderName>> {
     names
         .into_iter()
         .enumerate()
-        .map(|(i, name)| {
-            let at = format!("{path}[{i}]");
-            header_name(&at, &name).map(|n| n.as_str().to_string())
-        })
+        .map(|(i, name)| header_name(&format!("{path}[{i}]"), &name))
         .collect()
+}
+
+/// One side's `<side>_headers_to_add` and `<side>_headers_to_remove` at one level.
+fn header_mutation(
+    side: &str,
+    add: Vec<HeaderValueOption>,
+    remove: Vec<String>,
+) -> Result<config::HeaderMutation> {
+    Ok(config::HeaderMutation {
+        remove: headers_to_remove(&format!("{side}_headers_to_remove"), remove)?,
+        add: headers_to_add(&format!("{side}_headers_to_add"), add)?,
+    })
 }
 
 /// Compiles an RE2 pattern with the `regex` crate (the same syntax for everything RE2 has),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    At, ConvertError, FieldError, Result, anchored, duration, headers_to_add, headers_to_remove,
-    invalid, non_empty, optional_duration, regex, string_match, unsupported,
+    At, ConvertError, FieldError, Result, anchored, duration, filters, header_mutation, invalid,
+    non_empty, optional_duration, regex, string_match, unsupported,
 };
 use crate::config::{
     self, ClusterTarget, DomainMatch, ForwardAction, HashPolicy, HeaderMatch, PathMatch,
@@ -80,7 +80,6 @@ pub(super) fn convert_route_config(rc: RouteConfiguration) -> Result<config::Rou
         "ignore_path_parameters_in_path_matching",
         &ignore_path_parameters_in_path_matching,
     )?;
-    unsupported("typed_per_filter_config", &typed_per_filter_config)?;
     unsupported("route_specifiers", &route_specifiers)?;
     let max_body =
         max_direct_response_body_size_bytes.map_or(DEFAULT_MAX_DIRECT_RESPONSE_BODY, |v| v.value);
@@ -113,19 +112,18 @@ pub(super) fn convert_route_config(rc: RouteConfiguration) -> Result<config::Rou
     Ok(config::RouteConfig {
         name,
         virtual_hosts: hosts,
-        request_headers_to_add: headers_to_add("request_headers_to_add", request_headers_to_add)?,
-        request_headers_to_remove: headers_to_remove(
-            "request_headers_to_remove",
+        request_headers: header_mutation(
+            "request",
+            request_headers_to_add,
             request_headers_to_remove,
         )?,
-        response_headers_to_add: headers_to_add(
-            "response_headers_to_add",
+        response_headers: header_mutation(
+            "response",
             response_headers_to_add,
-        )?,
-        response_headers_to_remove: headers_to_remove(
-            "response_headers_to_remove",
             response_headers_to_remove,
         )?,
+        filter_configs: filters::filter_configs(typed_per_filter_config)
+            .at("typed_per_filter_config")?,
     })
 }
 
@@ -163,8 +161,7 @@ fn virtual_host(vh: VirtualHost, max_body: u32) -> Result<config::VirtualHost> {
         return invalid("require_tls", "only NONE is supported");
     }
     unsupported("rate_limits", &rate_limits)?;
-    unsupported("cors", &cors)?;
-    unsupported("typed_per_filter_config", &typed_per_filter_config)?;
+    let cors = filters::inline_cors_policy(cors).at("cors")?;
     unsupported(
         "include_request_attempt_count",
         &include_request_attempt_count,
@@ -206,19 +203,19 @@ fn virtual_host(vh: VirtualHost, max_body: u32) -> Result<config::VirtualHost> {
         name,
         domains,
         routes,
-        request_headers_to_add: headers_to_add("request_headers_to_add", request_headers_to_add)?,
-        request_headers_to_remove: headers_to_remove(
-            "request_headers_to_remove",
+        cors,
+        request_headers: header_mutation(
+            "request",
+            request_headers_to_add,
             request_headers_to_remove,
         )?,
-        response_headers_to_add: headers_to_add(
-            "response_headers_to_add",
+        response_headers: header_mutation(
+            "response",
             response_headers_to_add,
-        )?,
-        response_headers_to_remove: headers_to_remove(
-            "response_headers_to_remove",
             response_headers_to_remove,
         )?,
+        filter_configs: filters::filter_configs(typed_per_filter_config)
+            .at("typed_per_filter_config")?,
     })
 }
 
@@ -267,7 +264,6 @@ fn convert_route(
         route_specifiers,
         action,
     } = r;
-    unsupported("typed_per_filter_config", &typed_per_filter_config)?;
     unsupported("route_specifiers", &route_specifiers)?;
     let Some(m) = r#match else {
         return invalid("match", "is required");
@@ -295,19 +291,18 @@ fn convert_route(
         name,
         matcher,
         action,
-        request_headers_to_add: headers_to_add("request_headers_to_add", request_headers_to_add)?,
-        request_headers_to_remove: headers_to_remove(
-            "request_headers_to_remove",
+        request_headers: header_mutation(
+            "request",
+            request_headers_to_add,
             request_headers_to_remove,
         )?,
-        response_headers_to_add: headers_to_add(
-            "response_headers_to_add",
+        response_headers: header_mutation(
+            "response",
             response_headers_to_add,
-        )?,
-        response_headers_to_remove: headers_to_remove(
-            "response_headers_to_remove",
             response_headers_to_remove,
         )?,
+        filter_configs: filters::filter_configs(typed_per_filter_config)
+            .at("typed_per_filter_config")?,
     })
 }
 
@@ -497,7 +492,7 @@ fn forward(
     unsupported("retry_policy_typed_config", &retry_policy_typed_config)?;
     unsupported("request_mirror_policies", &request_mirror_policies)?;
     unsupported("rate_limits", &rate_limits)?;
-    unsupported("cors", &cors)?;
+    let cors = filters::inline_cors_policy(cors).at("cors")?;
     unsupported("max_grpc_timeout", &max_grpc_timeout)?;
     unsupported("grpc_timeout_offset", &grpc_timeout_offset)?;
     let upgrades = route_upgrades(upgrade_configs).at("upgrade_configs")?;
@@ -585,6 +580,7 @@ fn forward(
         retry,
         hash_policy,
         upgrades,
+        cors,
     })
 }
 
@@ -663,24 +659,22 @@ fn cluster_weight(c: weighted_cluster::ClusterWeight) -> Result<config::Weighted
     unsupported("cluster_header", &cluster_header)?;
     let name = non_empty("name", name)?;
     unsupported("metadata_match", &metadata_match)?;
-    unsupported("typed_per_filter_config", &typed_per_filter_config)?;
     unsupported("host_rewrite_specifier", &host_rewrite_specifier)?;
     Ok(config::WeightedCluster {
         name,
         weight: weight.map_or(0, |w| w.value),
-        request_headers_to_add: headers_to_add("request_headers_to_add", request_headers_to_add)?,
-        request_headers_to_remove: headers_to_remove(
-            "request_headers_to_remove",
+        request_headers: header_mutation(
+            "request",
+            request_headers_to_add,
             request_headers_to_remove,
         )?,
-        response_headers_to_add: headers_to_add(
-            "response_headers_to_add",
+        response_headers: header_mutation(
+            "response",
             response_headers_to_add,
-        )?,
-        response_headers_to_remove: headers_to_remove(
-            "response_headers_to_remove",
             response_headers_to_remove,
         )?,
+        filter_configs: filters::filter_configs(typed_per_filter_config)
+            .at("typed_per_filter_config")?,
     })
 }
 

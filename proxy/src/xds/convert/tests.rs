@@ -358,23 +358,20 @@ fn inline_route_config() {
 }
 
 #[test]
-fn only_the_router_http_filter() {
+fn the_router_ends_the_http_filters() {
+    let fault = || HttpFilter {
+        name: "envoy.filters.http.fault".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault".into(),
+            value: vec![],
+        })),
+        ..Default::default()
+    };
     let mut m = hcm(rds("api"));
-    m.http_filters.insert(
-        0,
-        HttpFilter {
-            name: "envoy.filters.http.fault".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(Any {
-                type_url: "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
-                    .into(),
-                value: vec![],
-            })),
-            ..Default::default()
-        },
-    );
+    m.http_filters.insert(0, fault());
     assert_eq!(
         listener_error(http_listener(m)),
-        r#"listener "x": filter_chains[0].filters[0] (envoy.filters.network.http_connection_manager): http_filters: only envoy.filters.http.router is supported, got "envoy.filters.http.fault""#
+        r#"listener "x": filter_chains[0].filters[0] (envoy.filters.network.http_connection_manager): http_filters[0] (envoy.filters.http.fault): "envoy.filters.http.fault" is not supported (only envoy.filters.http.cors and envoy.filters.http.router are; an unknown filter may be marked is_optional)"#
     );
 
     let mut m = hcm(rds("api"));
@@ -383,12 +380,25 @@ fn only_the_router_http_filter() {
         ..Default::default()
     });
     assert!(listener_error(http_listener(m)).ends_with(
-        r#"http_filters: only envoy.filters.http.router is supported, got "envoy.filters.http.lua" after it"#
+        r#"http_filters[1] (envoy.filters.http.lua): the router (envoy.filters.http.router) must be the last filter, got "envoy.filters.http.lua" after it"#
     ));
+    let mut m = hcm(rds("api"));
+    m.http_filters.push(router());
+    assert!(
+        listener_error(http_listener(m))
+            .contains("must be the last filter, got \"envoy.filters.http.router\" after it")
+    );
 
     let mut m = hcm(rds("api"));
     m.http_filters.clear();
     assert!(listener_error(http_listener(m)).contains("http_filters: must end with"));
+    let mut m = hcm(rds("api"));
+    m.http_filters = vec![fault()];
+    m.http_filters[0].is_optional = true;
+    assert!(
+        listener_error(http_listener(m))
+            .ends_with("http_filters: must end with envoy.filters.http.router")
+    );
 
     // The router without a typed config is found by name.
     let mut m = hcm(rds("api"));
@@ -403,6 +413,12 @@ fn only_the_router_http_filter() {
     assert!(listener_error(http_listener(m)).ends_with(
         "http_filters[0] (envoy.filters.http.router): upstream_http_filters: not supported"
     ));
+    let mut m = hcm(rds("api"));
+    m.http_filters[0].disabled = true;
+    assert!(
+        listener_error(http_listener(m))
+            .ends_with("http_filters[0].disabled: the router cannot be disabled")
+    );
 }
 
 #[test]
@@ -468,7 +484,7 @@ fn listener_shape() {
         },
     ));
     assert!(listener_error(l).contains(
-        "filters[0] (envoy.filters.network.redis_proxy): only envoy.filters.network.http_connection_manager and envoy.filters.network.tcp_proxy are supported"
+        "filters[0] (envoy.filters.network.redis_proxy): the last filter must be envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy"
     ));
 
     let mut l = http_listener(hcm(rds("api")));
@@ -1215,9 +1231,23 @@ fn forward_actions() {
     assert!(
         route_error(forward_route(prefix("/"), a)).ends_with("route.cluster_header: not supported")
     );
+    // The deprecated inline CORS policy is read (see tests/filters.rs); a runtime key cannot be.
     let mut a = to_cluster("api");
-    a.cors = Some(Default::default());
-    assert!(route_error(forward_route(prefix("/"), a)).ends_with("route.cors: not supported"));
+    a.cors = Some(envoy_types::pb::envoy::config::route::v3::CorsPolicy {
+        enabled_specifier: Some(
+            envoy_types::pb::envoy::config::route::v3::cors_policy::EnabledSpecifier::FilterEnabled(
+                envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent {
+                    default_value: Some(Default::default()),
+                    runtime_key: "cors.enabled".into(),
+                },
+            ),
+        ),
+        ..Default::default()
+    });
+    assert!(
+        route_error(forward_route(prefix("/"), a))
+            .ends_with("route.cors.filter_enabled.runtime_key: not supported (the proxy has no runtime; set default_value only)")
+    );
 }
 
 #[test]
@@ -1247,8 +1277,8 @@ fn weighted_clusters() {
     };
     let got: Vec<(&str, u32)> = w.iter().map(|c| (c.name.as_str(), c.weight)).collect();
     assert_eq!(got, [("a", 9000), ("b", 1000), ("c", 0)]);
-    assert_eq!(w[0].request_headers_to_add[0].name, "x-split");
-    assert_eq!(w[0].response_headers_to_remove, ["x-internal"]);
+    assert_eq!(w[0].request_headers.add[0].name, "x-split");
+    assert_eq!(w[0].response_headers.remove, ["x-internal"]);
 
     if let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) =
         &mut action.cluster_specifier
@@ -1575,7 +1605,8 @@ fn header_mutations_at_every_level() {
     .unwrap();
     let r = &rc.virtual_hosts[0].routes[0];
     let got: Vec<(&str, &[u8], A)> = r
-        .request_headers_to_add
+        .request_headers
+        .add
         .iter()
         .map(|h| (h.name.as_str(), h.value.as_bytes(), h.action))
         .collect();
@@ -1592,11 +1623,11 @@ fn header_mutations_at_every_level() {
             ("x-pct", b"100%", A::AppendIfExistsOrAdd),
         ]
     );
-    assert_eq!(r.response_headers_to_remove, ["server"]);
-    assert_eq!(rc.virtual_hosts[0].response_headers_to_add[0].name, "x-vh");
-    assert_eq!(rc.virtual_hosts[0].request_headers_to_remove, ["x-drop"]);
-    assert_eq!(rc.request_headers_to_add[0].action, A::AddIfAbsent);
-    assert_eq!(rc.response_headers_to_remove, ["x-rc-gone"]);
+    assert_eq!(r.response_headers.remove, ["server"]);
+    assert_eq!(rc.virtual_hosts[0].response_headers.add[0].name, "x-vh");
+    assert_eq!(rc.virtual_hosts[0].request_headers.remove, ["x-drop"]);
+    assert_eq!(rc.request_headers.add[0].action, A::AddIfAbsent);
+    assert_eq!(rc.response_headers.remove, ["x-rc-gone"]);
 
     let bad = |h: HeaderValueOption| {
         let mut route = forward_route(prefix("/"), to_cluster("api"));
@@ -1642,7 +1673,7 @@ fn unsupported_route_features_are_named() {
         HashMap::from([("envoy.filters.http.cors".to_string(), Any::default())]);
     assert_eq!(
         route_error(r),
-        r#"route configuration "r": virtual_hosts[0].routes[0].typed_per_filter_config: not supported"#
+        r#"route configuration "r": virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.cors"]: "" is not supported (only envoy.extensions.filters.http.cors.v3.CorsPolicy is)"#
     );
     let r = Route {
         r#match: Some(prefix("/")),
@@ -1824,3 +1855,4 @@ fn http1_protocol_options() {
         assert!(e.ends_with(error), "{e}");
     }
 }
+mod filters;
