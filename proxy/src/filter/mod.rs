@@ -13,7 +13,7 @@
 //!    chain is made for the route first matched, so a filter disabled or enabled per route
 //!    (`typed_per_filter_config`, the most specific level wins) is decided then.
 //! 2. Request side, in chain order ([`HttpChain::on_request`]): each filter sees the request
-//!    head and may answer locally (built by `crate::error::local_reply`). A local answer goes
+//!    head and may answer locally (built by `crate::http::local_reply`, from what `crate::error` decides). A local answer goes
 //!    back through the response side of the filters that ran, and not through the route's
 //!    header changes (those are the router's, which did not run).
 //! 3. The router: forward, direct response, redirect, or its own local reply.
