@@ -583,6 +583,16 @@ pub fn cases() -> Vec<Case> {
             ),
             refuse_body(400),
         ),
+        // Envoy accepts a 64 KiB chunk extension and drops it.
+        h1(
+            "chunk extension of 64 KiB",
+            &post(
+                "/x",
+                "Transfer-Encoding: chunked\r\n",
+                &[b"5;".as_slice(), &[b'a'; 65536], b"\r\nhello\r\n0\r\n\r\n"].concat(),
+            ),
+            forward(&["/x"]),
+        ),
         h1(
             "chunk data not followed by CRLF",
             &post(
