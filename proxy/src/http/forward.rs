@@ -98,7 +98,13 @@ pub(super) async fn proxy(
             _ => None,
         });
         if !upgrade_allowed(ctx, forward, req) {
-            return local_reply(StatusCode::FORBIDDEN, Bytes::new(), false);
+            // The client may already be sending the upgraded protocol: the connection
+            // closes after the answer, as Envoy's does.
+            let mut refused = local_reply(StatusCode::FORBIDDEN, Bytes::new(), false);
+            refused
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return refused;
         }
     }
     let Some(route) = route else {
