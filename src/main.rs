@@ -101,9 +101,13 @@ struct ProxyArgs {
     /// The xDS (ADS) server.
     #[arg(long, env = "MESH_XDS_URL", default_value = "http://127.0.0.1:18000")]
     xds_url: String,
-    /// Admin API: /ready, /config_dump, /clusters, /stats, /stats/prometheus.
+    /// Admin API, like Envoy's (/help lists it); loopback by default, as Envoy's.
     #[arg(long, default_value = "127.0.0.1:19000")]
     admin_addr: SocketAddr,
+    /// How long connections get to finish when listeners drain (removed, replaced, or the
+    /// process shutting down), like Envoy's --drain-time-s.
+    #[arg(long, default_value_t = 10)]
+    drain_time_s: u64,
     /// State of the world or incremental (delta) xDS.
     #[arg(long, value_enum, default_value = "delta")]
     xds_mode: XdsModeArg,
@@ -181,14 +185,32 @@ struct RegistryArgs {
     advertise_addr: String,
 }
 
+/// Changes the log filter of the running process (the proxy's admin `/logging`).
+struct LogReload(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl mesh_proxy::admin::LogLevels for LogReload {
+    fn apply(&self, directives: &str) -> Result<(), String> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Reloadable for the admin API; with static directives each callsite's interest is
+    // cached, so events and spans that are off cost nothing more than before.
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    let log_reload = std::sync::Arc::new(LogReload(reload));
     let cli = Cli::parse();
     let runtime = match &cli.command {
         // A single worker needs no work-stealing scheduler: every wake-up stays on the
@@ -212,7 +234,7 @@ fn main() -> anyhow::Result<()> {
             Command::ControlPlane(args) => run_control_plane(args).await,
             Command::Status(args) => status::run(&args.control_plane_url, args.json).await,
             Command::EnvoyBootstrap(args) => envoy_bootstrap(args),
-            Command::Proxy(args) => run_proxy(args).await,
+            Command::Proxy(args) => run_proxy(args, log_reload).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Config(args) => ops::run_config(args).await,
             Command::Services(args) => ops::run_services(args).await,
@@ -267,7 +289,7 @@ async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> anyhow::Result<()> {
     use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats};
     anyhow::ensure!(!args.node_id.is_empty(), "--node-id must not be empty");
     let admin = tokio::net::TcpListener::bind(args.admin_addr)
@@ -287,15 +309,59 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             XdsModeArg::Delta => XdsMode::Delta,
         },
     };
+    let drain_timeout = std::time::Duration::from_secs(args.drain_time_s);
+    let admin_options = mesh_proxy::admin::AdminOptions {
+        node_id: options.node_id.clone(),
+        node_cluster: options.cluster.clone(),
+        command_line_options: serde_json::json!({
+            "admin_address": args.admin_addr.to_string(),
+            "concurrency": args.concurrency,
+            "drain_time": format!("{}s", args.drain_time_s),
+            "xds_address": options.server,
+        }),
+        log_levels: Some(log_reload),
+        initial_level: std::env::var("MESH_LOG").ok(),
+    };
     tracing::info!(node = %options.node_id, server = %options.server, "connecting to xDS");
     let xds = tokio::spawn(mesh_proxy::xds::run(
         options,
         updates,
         std::sync::Arc::clone(&stats),
     ));
-    let result = mesh_proxy::runtime::run(configs, stats, Some(admin), shutdown_signal()).await;
+    let proxy = mesh_proxy::runtime::Proxy::new(
+        configs,
+        stats,
+        mesh_proxy::runtime::ProxyOptions {
+            drain_timeout,
+            ..Default::default()
+        },
+    );
+    let handle = proxy.handle();
+    // One drain for the process (the proxy's listeners), one for the admin server, which
+    // answers (DRAINING) until the listeners are done.
+    let (process, process_watch) = mesh_drain::channel();
+    let (admin_stop, admin_watch) = mesh_drain::channel();
+    let admin = tokio::spawn(mesh_proxy::admin::serve(
+        admin,
+        handle.clone(),
+        admin_options,
+        admin_watch,
+    ));
+    let proxy = tokio::spawn(proxy.run(process_watch));
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("signal received; shutting down"),
+        () = handle.exit_requested() => tracing::info!("exit asked for on the admin API; shutting down"),
+    }
+    // The proxy bounds each listener's drain by the drain timeout itself.
+    process
+        .drain(drain_timeout + std::time::Duration::from_secs(5))
+        .await;
     xds.abort();
-    result?;
+    admin_stop.drain(std::time::Duration::from_secs(5)).await;
+    let _ = proxy.await;
+    if let Ok(Err(e)) = admin.await {
+        return Err(anyhow::Error::new(e).context("admin server failed"));
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }

@@ -24,6 +24,19 @@ pub struct Listener {
     pub name: String,
     pub addr: SocketAddr,
     pub filter: ListenerFilter,
+    /// `tcp_backlog_size`: `None` leaves it to the kernel's `net.core.somaxconn`, as Envoy
+    /// does on Linux.
+    pub tcp_backlog_size: Option<u32>,
+    /// `traffic_direction`, for `/drain_listeners?inboundonly`.
+    pub direction: TrafficDirection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
 }
 
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod restart;
 pub mod route;
 pub mod runtime;
 pub mod state;

@@ -1258,7 +1258,9 @@ async fn setup(mode: XdsMode) -> Option<Setup> {
     let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
     let handle = proxy.handle();
     tasks.push(tokio::spawn(async move {
-        proxy.run(None, std::future::pending()).await.unwrap();
+        // Runs until the test's runtime ends.
+        let (_keep, drain) = mesh_drain::channel();
+        proxy.run(drain).await;
     }));
     let options = XdsOptions {
         node_id: "mesh".into(),
