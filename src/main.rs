@@ -269,7 +269,7 @@ async fn run_registry(args: RegistryArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the registry in {}", args.data_dir.display()))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %args.data_dir.display(), "registry listening");
-    mesh_registry::serve(listener, registry, shutdown_signal()).await?;
+    until_signal(|drain| mesh_registry::serve(listener, registry, drain)).await?;
     tracing::info!("registry stopped");
     Ok(())
 }
@@ -284,7 +284,8 @@ async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %xds.local_addr()?, "xds listening");
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
     tracing::info!(registry = %args.registry_url, "watching the registry");
-    mesh_control_plane::server::run(&args.registry_url, xds, admin, shutdown_signal()).await?;
+    until_signal(|drain| mesh_control_plane::server::run(&args.registry_url, xds, admin, drain))
+        .await?;
     tracing::info!("control plane stopped");
     Ok(())
 }
@@ -389,6 +390,22 @@ fn envoy_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         })?;
     print!("{yaml}");
     Ok(())
+}
+
+/// Runs a server until it ends or SIGINT/SIGTERM starts its drain (each server bounds its
+/// own drain with a deadline).
+async fn until_signal<F: std::future::Future>(
+    server: impl FnOnce(mesh_drain::Watch) -> F,
+) -> F::Output {
+    let (stop, drain) = mesh_drain::channel();
+    let server = server(drain);
+    tokio::pin!(server);
+    tokio::select! {
+        out = &mut server => return out,
+        () = shutdown_signal() => tracing::info!("signal received; shutting down"),
+    }
+    stop.start();
+    server.await
 }
 
 async fn shutdown_signal() {
