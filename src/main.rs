@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 mod demo;
 mod ops;
@@ -108,6 +110,12 @@ struct ProxyArgs {
     /// process shutting down), like Envoy's --drain-time-s.
     #[arg(long, default_value_t = 10)]
     drain_time_s: u64,
+    /// Restart without refusing connections, like Envoy's hot restart: a new `mesh proxy`
+    /// started with the same path takes the running one's listening sockets over this Unix
+    /// socket, and once it serves every listener of its configuration the old one stops
+    /// accepting, drains (--drain-time-s) and exits. The first process creates it.
+    #[arg(long)]
+    restart_socket: Option<PathBuf>,
     /// State of the world or incremental (delta) xDS.
     #[arg(long, value_enum, default_value = "delta")]
     xds_mode: XdsModeArg,
@@ -210,7 +218,7 @@ fn main() -> anyhow::Result<()> {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
-    let log_reload = std::sync::Arc::new(LogReload(reload));
+    let log_reload = Arc::new(LogReload(reload));
     let cli = Cli::parse();
     let runtime = match &cli.command {
         // A single worker needs no work-stealing scheduler: every wake-up stays on the
@@ -290,17 +298,27 @@ async fn run_control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> anyhow::Result<()> {
+async fn run_proxy(args: ProxyArgs, log_reload: Arc<LogReload>) -> anyhow::Result<()> {
+    use mesh_proxy::restart;
     use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats};
     anyhow::ensure!(!args.node_id.is_empty(), "--node-id must not be empty");
-    let admin = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (admin)", args.admin_addr))?;
+    let parent = match &args.restart_socket {
+        Some(path) => restart::Parent::connect(path)
+            .await
+            .context("cannot take over from the running proxy")?
+            .map(Arc::new),
+        None => None,
+    };
+    if parent.is_some() {
+        tracing::info!("taking over from the running proxy");
+    }
+    let admin = admin_socket(args.admin_addr, parent.as_deref()).await?;
+    // Kept to hand the admin socket to a successor; accepting stays with the admin server.
+    let admin_handover = admin.as_fd().try_clone_to_owned()?;
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
-    let (updates, configs) = tokio::sync::watch::channel(std::sync::Arc::new(
-        mesh_proxy::config::ProxyConfig::default(),
-    ));
-    let stats = std::sync::Arc::new(XdsStats::default());
+    let (updates, configs) =
+        tokio::sync::watch::channel(Arc::new(mesh_proxy::config::ProxyConfig::default()));
+    let stats = Arc::new(XdsStats::default());
     let options = XdsOptions {
         cluster: args.cluster.unwrap_or_else(|| args.node_id.clone()),
         node_id: args.node_id,
@@ -318,18 +336,15 @@ async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> an
             "admin_address": args.admin_addr.to_string(),
             "concurrency": args.concurrency,
             "drain_time": format!("{}s", args.drain_time_s),
+            "restart_socket": args.restart_socket,
             "xds_address": options.server,
         }),
         log_levels: Some(log_reload),
         initial_level: std::env::var("MESH_LOG").ok(),
     };
     tracing::info!(node = %options.node_id, server = %options.server, "connecting to xDS");
-    let xds = tokio::spawn(mesh_proxy::xds::run(
-        options,
-        updates,
-        std::sync::Arc::clone(&stats),
-    ));
-    let proxy = mesh_proxy::runtime::Proxy::new(
+    let xds = tokio::spawn(mesh_proxy::xds::run(options, updates, Arc::clone(&stats)));
+    let mut proxy = mesh_proxy::runtime::Proxy::new(
         configs,
         stats,
         mesh_proxy::runtime::ProxyOptions {
@@ -337,6 +352,9 @@ async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> an
             ..Default::default()
         },
     );
+    if let Some(parent) = &parent {
+        proxy = proxy.inherit_from(Arc::clone(parent));
+    }
     let handle = proxy.handle();
     // One drain for the process (the proxy's listeners), one for the admin server, which
     // answers (DRAINING) until the listeners are done.
@@ -349,9 +367,36 @@ async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> an
         admin_watch,
     ));
     let proxy = tokio::spawn(proxy.run(process_watch));
-    tokio::select! {
-        () = shutdown_signal() => tracing::info!("signal received; shutting down"),
-        () = handle.exit_requested() => tracing::info!("exit asked for on the admin API; shutting down"),
+    let (took_over, taken_over) = tokio::sync::oneshot::channel();
+    let handoff = args.restart_socket.map(|path| {
+        tokio::spawn(serve_handoff(
+            path,
+            parent,
+            handle.clone(),
+            (args.admin_addr, admin_handover),
+            took_over,
+        ))
+    });
+    let replaced = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("signal received; shutting down");
+            false
+        }
+        () = handle.exit_requested() => {
+            tracing::info!("exit asked for on the admin API; shutting down");
+            false
+        }
+        Ok(()) = taken_over => {
+            tracing::info!("a new process took over; draining");
+            true
+        }
+    };
+    if replaced {
+        // The successor serves the admin socket too.
+        admin_stop.start();
+    }
+    if let Some(handoff) = handoff {
+        handoff.abort();
     }
     // The proxy bounds each listener's drain by the drain timeout itself.
     process
@@ -365,6 +410,77 @@ async fn run_proxy(args: ProxyArgs, log_reload: std::sync::Arc<LogReload>) -> an
     }
     tracing::info!("proxy stopped");
     Ok(())
+}
+
+/// The admin listener: the running proxy's socket when taking over from one that has it at
+/// this address, else a new one.
+async fn admin_socket(
+    addr: SocketAddr,
+    parent: Option<&mesh_proxy::restart::Parent>,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    if let Some(parent) = parent
+        && addr.port() != 0
+    {
+        match parent.take(addr).await {
+            Ok(Some(socket)) => return Ok(tokio::net::TcpListener::from_std(socket)?),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the admin socket over; binding a new one")
+            }
+        }
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (admin)"))
+}
+
+/// The restart handoff: once this process serves (after the one it replaces, if any, was
+/// told to drain), serves the handoff socket for its own successor; `took_over` fires when
+/// one asks this process to drain.
+async fn serve_handoff(
+    path: PathBuf,
+    parent: Option<Arc<mesh_proxy::restart::Parent>>,
+    handle: mesh_proxy::runtime::ProxyHandle,
+    admin: (SocketAddr, std::os::fd::OwnedFd),
+    took_over: tokio::sync::oneshot::Sender<()>,
+) {
+    use mesh_proxy::restart;
+    if parent.is_some() {
+        handle.wait_serving().await;
+        for listener in handle.listeners().values() {
+            if let mesh_proxy::runtime::ListenerState::Failed { error } = &listener.state {
+                tracing::warn!(listener = %listener.name, %error, "taking over without this listener");
+            }
+        }
+    }
+    // Bound (renamed over the old one's) before the old process is told to drain, so that
+    // the path always leads to a process that can hand the sockets on.
+    let listener = restart::bind(&path);
+    if let Some(parent) = parent {
+        match parent.drain().await {
+            Ok(()) => tracing::info!("serving every listener; the replaced proxy drains"),
+            Err(e) => tracing::warn!(error = %e, "could not tell the replaced proxy to drain"),
+        }
+    }
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot bind the restart socket; a new process cannot take over from this one");
+            return;
+        }
+    };
+    tracing::info!(path = %path.display(), "restart socket listening");
+    let first_started_at = handle.first_started_at();
+    let (admin_addr, admin_fd) = admin;
+    let sockets: restart::Sockets = Arc::new(move |addr| {
+        if addr == admin_addr {
+            return admin_fd.try_clone().ok();
+        }
+        handle
+            .listening_socket(addr)
+            .and_then(|socket| socket.as_fd().try_clone_to_owned().ok())
+    });
+    restart::serve(listener, sockets, first_started_at, took_over).await;
 }
 
 fn envoy_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {

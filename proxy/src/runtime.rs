@@ -27,6 +27,7 @@ use crate::config::{
 use crate::http::HttpListener;
 use crate::listener::{DEFAULT_BACKLOG, Protocol, RunningListener};
 use crate::metrics::{Registry, listener_stat_name};
+use crate::restart::Parent;
 pub use crate::state::{
     ClusterRuntime, ListenerState, ListenerStatus, ProxyHandle, ProxyOptions, Snapshot,
 };
@@ -40,6 +41,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     config_rx: watch::Receiver<Arc<ProxyConfig>>,
     commands: mpsc::UnboundedReceiver<Command>,
+    parent: Option<Arc<Parent>>,
 }
 
 impl Proxy {
@@ -73,7 +75,17 @@ impl Proxy {
             shared,
             config_rx,
             commands,
+            parent: None,
         }
+    }
+
+    /// Takes the listening sockets of new listeners from `parent`, the process this one
+    /// replaces, where it has one for the configured address (see [`crate::restart`]).
+    pub fn inherit_from(mut self, parent: Arc<Parent>) -> Proxy {
+        self.handle()
+            .set_first_started_at(parent.first_started_at());
+        self.parent = Some(parent);
+        self
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -91,6 +103,7 @@ impl Proxy {
             shared,
             mut config_rx,
             mut commands,
+            parent,
         } = self;
         let _running = drain.blocker();
         let mut drain = drain;
@@ -102,6 +115,7 @@ impl Proxy {
             health_check_failed: false,
             drain_scope: None,
             stopped: None,
+            parent,
         };
         let initial = config_rx.borrow_and_update().clone();
         reconciler.apply(initial).await;
@@ -274,6 +288,8 @@ struct Reconciler {
     drain_scope: Option<Scope>,
     /// Stopped by `/drain_listeners`: these listeners are not started again.
     stopped: Option<Scope>,
+    /// The process this one replaces, which has the sockets of its listeners.
+    parent: Option<Arc<Parent>>,
 }
 
 impl Reconciler {
@@ -617,8 +633,25 @@ impl Reconciler {
         );
     }
 
-    /// A socket for a new listener: a fresh bind with the listener's backlog.
+    /// A socket for a new listener: the one the process this one replaces has for its
+    /// address (so connections queued there are accepted here), else a fresh bind; with
+    /// the listener's backlog.
     async fn listening_socket(&self, listener: &Listener) -> std::io::Result<TcpListener> {
+        if let Some(parent) = &self.parent
+            && listener.addr.port() != 0
+        {
+            match parent.take(listener.addr).await {
+                Ok(Some(socket)) => {
+                    tracing::info!(listener = %listener.name, addr = %listener.addr, "took the listening socket over from the process being replaced");
+                    crate::restart::listen(&socket, backlog(listener))?;
+                    return TcpListener::from_std(socket);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(listener = %listener.name, error = %e, "cannot take the listening socket over; binding a new one");
+                }
+            }
+        }
         crate::listener::bind(listener.addr, backlog(listener))
     }
 

@@ -274,14 +274,15 @@ impl ProxyHandle {
             .cloned()
     }
 
-    /// Resolves once a configuration is applied with every listener in it started (none
-    /// waiting for routes); a listener that failed to bind counts as settled.
+    /// Resolves once the listeners from the control plane (LDS) are applied and every one
+    /// of them is started (none waiting for its routes); one that failed to bind counts as
+    /// settled. What a restarted process waits for before the old one stops accepting.
     pub async fn wait_serving(&self) {
         let mut applied = self.shared.applied.subscribe();
         let shared = Arc::clone(&self.shared);
         let _ = applied
-            .wait_for(|_| {
-                shared.ready.load(Relaxed)
+            .wait_for(|config| {
+                config.versions.contains_key("LDS")
                     && !shared
                         .listeners
                         .load()
