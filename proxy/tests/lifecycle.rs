@@ -516,6 +516,8 @@ async fn admin_answers_like_envoys() {
     // /logging: the list, one logger, all of them, and Envoy's errors.
     let mut seen = Vec::new();
     for (admin, _, _) in both {
+        // The same start: Envoy's loggers begin at its --log-level.
+        post(admin, "/logging?level=info").await;
         let mut answers = Vec::new();
         for path in [
             "/logging",
