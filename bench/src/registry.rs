@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::http::Conn;
@@ -206,7 +206,7 @@ pub async fn run_registry_bench(opts: RegistryOptions) -> Result<RegistryReport>
 /// that is removed when it stops.
 struct Server {
     addr: SocketAddr,
-    shutdown: oneshot::Sender<()>,
+    shutdown: mesh_drain::Signal,
     task: JoinHandle<Result<(), RegistryError>>,
     dir: TempDir,
 }
@@ -223,13 +223,11 @@ impl Server {
             None => builder.tempdir(),
         }
         .context("cannot create a temporary data directory")?;
-        let (shutdown, stop) = oneshot::channel::<()>();
+        let (shutdown, drain) = mesh_drain::channel();
         let (addr, task) = mesh_registry::spawn(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             RegistryConfig::new(dir.path()),
-            async move {
-                let _ = stop.await;
-            },
+            drain,
         )
         .await
         .context("cannot start the registry")?;
@@ -253,7 +251,7 @@ impl Server {
             dir,
             ..
         } = self;
-        let _ = shutdown.send(());
+        shutdown.start();
         match tokio::time::timeout(Duration::from_secs(10), &mut task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => eprintln!("warning: the registry failed: {e}"),

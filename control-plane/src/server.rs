@@ -4,9 +4,10 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use mesh_drain::Watch;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::future::IntoFuture as _;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
@@ -33,12 +34,16 @@ struct Shared {
     translate_errors: Mutex<BTreeMap<String, String>>,
 }
 
-/// Runs the control plane on already-bound listeners until `shutdown` resolves.
+/// How long admin connections get to finish once the control plane drains.
+const ADMIN_DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the control plane on already-bound listeners until `drain` starts: then the ADS
+/// streams end (UNAVAILABLE) and both servers close their connections.
 pub async fn run(
     registry_url: &str,
     xds: TcpListener,
     admin: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Watch,
 ) -> Result<(), ServerError> {
     let shared = Arc::new(Shared {
         cache: SnapshotCache::default(),
@@ -47,26 +52,27 @@ pub async fn run(
         translate_errors: Mutex::new(BTreeMap::new()),
     });
     let translator = tokio::spawn(translate_loop(Arc::clone(&shared)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let app = axum::Router::new()
         .route("/status", get(status))
         .route("/ready", get(ready))
         .with_state(Arc::clone(&shared));
-    let admin_server = axum::serve(admin, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let admin_server = mesh_drain::run_with_drain(drain.clone(), ADMIN_DRAIN_DEADLINE, |server| {
+        axum::serve(admin, app)
+            .with_graceful_shutdown(server.signaled())
+            .into_future()
+    });
     let ads_server = ads::serve(
         xds,
         AdsServer::new(shared.cache.clone(), Arc::clone(&shared.status)),
-        stopped(stop_rx),
+        drain,
     );
     let (a, b) = tokio::join!(
-        async { admin_server.await.map_err(ServerError::Admin) },
+        async {
+            admin_server
+                .await
+                .unwrap_or(Ok(()))
+                .map_err(ServerError::Admin)
+        },
         async {
             ads_server
                 .await

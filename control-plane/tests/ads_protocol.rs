@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -171,7 +171,7 @@ struct Harness {
     status: Arc<StatusTracker>,
     addr: SocketAddr,
     snapshots: HashMap<String, Arc<Snapshot>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: Option<mesh_drain::Signal>,
     server: JoinHandle<()>,
 }
 
@@ -181,14 +181,10 @@ impl Harness {
         let status = Arc::new(StatusTracker::new());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, drain) = mesh_drain::channel();
         let ads = AdsServer::new(cache.clone(), Arc::clone(&status));
         let server = tokio::spawn(async move {
-            serve(listener, ads, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            serve(listener, ads, drain).await.unwrap();
         });
         Harness {
             cache,
@@ -608,7 +604,7 @@ async fn shutdown_ends_open_streams() {
     let mut h = Harness::start().await;
     let mut c = SotwClient::open(&h, sotw_request(Some("web"), CDS, &[])).await;
     c.recv().await;
-    let _ = h.shutdown.take().unwrap().send(());
+    h.shutdown.as_ref().unwrap().start();
     let status = tokio::time::timeout(PATIENCE, c.rx.message())
         .await
         .unwrap()

@@ -1,20 +1,25 @@
-//! The admin API, shaped like Envoy's: `/ready`, `/config_dump`, `/clusters`, `/stats`,
-//! `/stats/prometheus`.
+//! The admin API, shaped like Envoy's: `/ready`, `/server_info`, `/listeners`, `/help`,
+//! `/config_dump`, `/clusters`, `/stats`, `/stats/prometheus`, and the POST-only
+//! `/logging`, `/drain_listeners`, `/healthcheck/fail|ok`, `/quitquitquit` (in
+//! [`lifecycle`]).
 //!
 //! `/config_dump` keeps Envoy's envelope (`configs[]` of `ListenersConfigDump`,
 //! `ClustersConfigDump`, `RoutesConfigDump` with `version_info`) but the resources inside are
 //! our validated model rendered as JSON, not the original protos; clusters carry their
 //! endpoints inline.
 
+mod lifecycle;
+
 use std::collections::HashMap;
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
+use mesh_drain::Watch;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -24,34 +29,68 @@ use crate::config::{
     PathMatch, RouteAction, RouteConfig, RouteSource, StringMatch, TcpTarget,
 };
 use crate::state::{ListenerState, ProxyHandle};
+pub use lifecycle::{AdminOptions, LogLevels};
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+/// How long admin connections get to finish once the admin server drains.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Serves the admin API on `listener` until `drain` starts (then lets requests in flight
+/// finish, for a few seconds at most).
 pub async fn serve(
     listener: TcpListener,
     handle: ProxyHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: AdminOptions,
+    drain: Watch,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(handle))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(handle, options);
+    mesh_drain::run_with_drain(drain, DRAIN_DEADLINE, |admin| {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(admin.signaled())
+            .into_future()
+    })
+    .await
+    .unwrap_or(Ok(()))
 }
 
-pub fn router(handle: ProxyHandle) -> Router {
-    Router::new()
-        .route("/ready", get(ready))
-        .route("/config_dump", get(config_dump))
-        .route("/clusters", get(clusters))
-        .route("/stats", get(stats))
-        .route("/stats/prometheus", get(prometheus))
-        .with_state(handle)
+/// What the handlers share: the proxy, and the admin's own settings and logger levels.
+#[derive(Clone)]
+struct Admin {
+    handle: ProxyHandle,
+    lifecycle: Arc<lifecycle::Lifecycle>,
 }
 
-async fn ready(State(handle): State<ProxyHandle>) -> Response {
-    if handle.is_ready() {
-        (StatusCode::OK, "LIVE\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n").into_response()
+impl FromRef<Admin> for ProxyHandle {
+    fn from_ref(admin: &Admin) -> ProxyHandle {
+        admin.handle.clone()
     }
+}
+
+pub fn router(handle: ProxyHandle, options: AdminOptions) -> Router {
+    let admin = Admin {
+        handle,
+        lifecycle: Arc::new(lifecycle::Lifecycle::new(options)),
+    };
+    // Envoy answers every method on the endpoints that only read.
+    Router::new()
+        .route("/ready", any(ready))
+        .route("/config_dump", get(config_dump).post(config_dump))
+        .route("/clusters", get(clusters).post(clusters))
+        .route("/stats", get(stats).post(stats))
+        .route("/stats/prometheus", get(prometheus).post(prometheus))
+        .merge(lifecycle::routes())
+        .fallback(lifecycle::not_found)
+        .with_state(admin)
+}
+
+/// 200 `LIVE`, else 503 with the state (`PRE_INITIALIZING`, `DRAINING`), as Envoy.
+async fn ready(State(handle): State<ProxyHandle>) -> Response {
+    let state = handle.server_state();
+    let status = if state == crate::state::ServerState::Live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", state.as_str())).into_response()
 }
 
 async fn prometheus(State(handle): State<ProxyHandle>) -> Response {

@@ -27,6 +27,19 @@ pub struct Listener {
     pub network_filters: Vec<NetworkFilter>,
     /// The terminal network filter.
     pub filter: ListenerFilter,
+    /// `tcp_backlog_size`: `None` leaves it to the kernel's `net.core.somaxconn`, as Envoy
+    /// does on Linux.
+    pub tcp_backlog_size: Option<u32>,
+    /// `traffic_direction`, for `/drain_listeners?inboundonly`.
+    pub direction: TrafficDirection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
 }
 
 /// A network filter that runs before the terminal one.

@@ -14,6 +14,7 @@ pub mod filter;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod restart;
 pub mod route;
 pub mod runtime;
 pub mod state;

@@ -1,15 +1,20 @@
-//! Accept loops: one task per listener, one task and one tracing span per connection,
-//! TCP_NODELAY, a global limit on concurrent downstream connections, and drain with a
-//! deadline (stop accepting, let connections finish, then close what is left).
+//! Accept loops: one task per listener generation, one task and one tracing span per
+//! connection, TCP_NODELAY, a global limit on concurrent downstream connections (at which the
+//! oldest connection that has not sent a whole request yet makes room), and drain with a
+//! deadline ([`mesh_drain`]: stop accepting, let connections finish, then close what is left).
 
+use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
-use tokio::task::JoinHandle;
+use mesh_drain::{Blocker, Drained, Signal, Watch};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::config::Listener;
@@ -19,20 +24,23 @@ use crate::metrics::ListenerStats;
 use crate::state::Shared;
 use crate::tcp::TcpProxyListener;
 
-/// A listener generation's lifecycle, watched by its accept loop and its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drain {
-    Running,
-    /// Stop accepting; connections finish what they are doing (HTTP/1.1 closes after the
-    /// in-flight response, HTTP/2 sends GOAWAY, TCP keeps copying).
-    Draining,
-    /// The drain deadline passed: close now.
-    Abort,
-}
+/// Envoy's default on Linux (`tcp_backlog_size` unset): `listen(fd, -1)`, which the kernel
+/// reads as `net.core.somaxconn` (4096 on current kernels), rather than tokio's 1024. An
+/// explicit size is capped by the same sysctl.
+pub(crate) const DEFAULT_BACKLOG: u32 = u32::MAX;
 
-/// Resolves when `drain` says abort (or its listener is gone).
-pub(crate) async fn aborted(drain: &mut watch::Receiver<Drain>) {
-    let _ = drain.wait_for(|d| *d == Drain::Abort).await;
+/// A listening socket for `addr` with room for `backlog` connections not yet accepted.
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted proxy can bind while old connections linger
+    // in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// What a listener does with its connections.
@@ -42,71 +50,141 @@ pub(crate) enum Protocol {
     Tcp(Arc<TcpProxyListener>),
 }
 
-/// Connections of one listener generation still open.
+/// Connections that have not sent a complete request yet, oldest first. At the global
+/// connection limit the oldest of them is closed to make room for a new one, so a client
+/// that opens connections and sends nothing (or a partial head) cannot shut others out.
+///
+/// Cost: a lock and a map insert when such a connection is accepted, a lock and a remove
+/// when its first request is complete (or it closes first); nothing per request.
 #[derive(Debug, Default)]
-struct ConnTracker {
-    active: AtomicUsize,
-    none_left: Notify,
+pub(crate) struct Unproven {
+    next_id: AtomicU64,
+    state: Mutex<UnprovenState>,
 }
 
-impl ConnTracker {
-    async fn wait_empty(&self) {
-        loop {
-            let notified = self.none_left.notified();
-            if self.active.load(Relaxed) == 0 {
-                return;
-            }
-            notified.await;
+#[derive(Debug, Default)]
+struct UnprovenState {
+    /// By accept order.
+    conns: BTreeMap<u64, (AbortHandle, Arc<ListenerStats>)>,
+    /// Closed since the last log line, and when that was: at most one line a second.
+    shed_unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Unproven {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UnprovenState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().conns.remove(&id);
+    }
+
+    /// Closes the oldest connection without a complete request; false when there is none.
+    fn shed_oldest(&self) -> bool {
+        let mut state = self.lock();
+        let Some((_, (conn, stats))) = state.conns.pop_first() else {
+            return false;
+        };
+        // Dropping the connection's task closes its socket and releases its slot.
+        conn.abort();
+        stats.downstream_cx_shed.inc();
+        state.shed_unlogged += 1;
+        let now = Instant::now();
+        if state
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                closed = state.shed_unlogged,
+                waiting = state.conns.len(),
+                "connection limit reached: closed the oldest connections that had not sent a complete request"
+            );
+            state.shed_unlogged = 0;
+            state.logged_at = Some(now);
         }
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().conns.len()
     }
 }
 
 /// Held by a connection's task for its lifetime: its slot under the global limit, its place
-/// in the listener's drain accounting, and the listener's active-connection gauge.
-#[derive(Debug)]
+/// in its listener generation's drain, the listener's active-connection gauge, and, until its
+/// first request is complete, its place among the connections that can be shed.
 pub(crate) struct ConnGuard {
-    tracker: Arc<ConnTracker>,
     stats: Arc<ListenerStats>,
+    shared: Arc<Shared>,
+    /// Its key in [`Unproven`]; 0 once its first request is complete (or for TCP).
+    unproven: AtomicU64,
+    _blocker: Blocker,
     _permit: OwnedSemaphorePermit,
     /// Its place in the counts of the listener's network filters.
     pub(crate) network: Option<Admitted>,
 }
 
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.stats.downstream_cx_active.dec();
-        if self.tracker.active.fetch_sub(1, Relaxed) == 1 {
-            self.tracker.none_left.notify_waiters();
+impl ConnGuard {
+    /// The connection has sent a whole request (or an HTTP/2 preface): no longer shed at the
+    /// connection limit. Called once per connection.
+    pub(crate) fn request_seen(&self) {
+        let id = self.unproven.swap(0, Relaxed);
+        if id != 0 {
+            self.shared.unproven.remove(id);
         }
     }
 }
 
-/// A started listener: its socket, accept task and drain control.
+impl std::fmt::Debug for ConnGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnGuard")
+            .field("unproven", &self.unproven)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.request_seen();
+        self.stats.downstream_cx_active.dec();
+    }
+}
+
+/// A started listener generation: its socket, accept task and drain.
 pub(crate) struct RunningListener {
     pub config: Arc<Listener>,
     pub protocol: Protocol,
     pub socket: Arc<TcpListener>,
     pub local_addr: SocketAddr,
-    drain: watch::Sender<Drain>,
-    tracker: Arc<ConnTracker>,
+    /// Its connections were told to drain while it keeps accepting (a failed health check or
+    /// a graceful `/drain_listeners`): new connections start out draining too.
+    pub drain_close: bool,
+    drain: Signal,
+    stop_accepting: oneshot::Sender<()>,
     accept: JoinHandle<()>,
 }
 
 impl RunningListener {
-    /// Starts accepting on `socket` (a fresh bind, or the socket of the generation this one
-    /// replaces, so no connection attempt is refused during the switch).
+    /// Starts accepting on `socket` (a fresh bind, the socket of the generation this one
+    /// replaces, or one inherited from the process this one replaces, so no connection
+    /// attempt is refused during the switch).
     pub fn start(
         shared: Arc<Shared>,
         config: Arc<Listener>,
         socket: Arc<TcpListener>,
         protocol: Protocol,
         stats: Arc<ListenerStats>,
-    ) -> std::io::Result<RunningListener> {
+        drain_close: bool,
+    ) -> io::Result<RunningListener> {
         let local_addr = socket.local_addr()?;
-        let (drain, drain_rx) = watch::channel(Drain::Running);
-        let tracker = Arc::new(ConnTracker::default());
-        let name: Arc<str> = Arc::from(config.name.as_str());
-        let span = tracing::info_span!("listener", listener = %name, addr = %local_addr);
+        let (drain, watch) = mesh_drain::channel();
+        if drain_close {
+            drain.start();
+        }
+        let (stop_accepting, stopped) = oneshot::channel();
+        let span = tracing::info_span!("listener", listener = %config.name, addr = %local_addr);
         let network = NetworkChain::build(&config.network_filters, &shared.stats);
         let accept = tokio::spawn(
             accept_loop(
@@ -115,8 +193,8 @@ impl RunningListener {
                 network,
                 protocol.clone(),
                 stats,
-                Arc::clone(&tracker),
-                drain_rx,
+                watch,
+                stopped,
             )
             .instrument(span),
         );
@@ -125,39 +203,42 @@ impl RunningListener {
             protocol,
             socket,
             local_addr,
+            drain_close,
             drain,
-            tracker,
+            stop_accepting,
             accept,
         })
     }
 
+    /// Tells its connections to drain (HTTP/1.1 answers `Connection: close`, HTTP/2 gets
+    /// GOAWAY) while it keeps accepting; connections accepted from now on drain too.
+    pub fn drain_connections(&mut self) {
+        self.drain.start();
+        self.drain_close = true;
+    }
+
     /// Stops accepting and drains: connections get `deadline` to finish, then are closed.
-    /// The returned task ends when every connection is gone.
-    pub fn drain(self, deadline: Duration) -> JoinHandle<()> {
+    /// The returned task ends when every connection is gone; aborting it aborts the drain.
+    pub fn stop(self, deadline: Duration) -> JoinHandle<()> {
         let RunningListener {
             config,
             socket,
             drain,
-            tracker,
+            stop_accepting,
             accept,
             ..
         } = self;
         drop(socket);
+        let _ = stop_accepting.send(());
         tokio::spawn(async move {
-            let _ = drain.send(Drain::Draining);
-            // Once the accept loop is gone every accepted connection is tracked.
+            // Once the accept loop is gone every accepted connection holds a blocker.
             let _ = accept.await;
-            if tokio::time::timeout(deadline, tracker.wait_empty())
-                .await
-                .is_err()
-            {
+            if let Drained::Aborted { left } = drain.drain(deadline).await {
                 tracing::info!(
                     listener = %config.name,
-                    open = tracker.active.load(Relaxed),
-                    "drain deadline passed; closing the remaining connections"
+                    left,
+                    "drain deadline passed; closed the remaining connections"
                 );
-                let _ = drain.send(Drain::Abort);
-                let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait_empty()).await;
             }
         })
     }
@@ -169,13 +250,13 @@ async fn accept_loop(
     network: Option<Arc<NetworkChain>>,
     protocol: Protocol,
     stats: Arc<ListenerStats>,
-    tracker: Arc<ConnTracker>,
-    mut drain: watch::Receiver<Drain>,
+    drain: Watch,
+    mut stop: oneshot::Receiver<()>,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = drain.changed() => break,
+            _ = &mut stop => break,
             accepted = socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -187,7 +268,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() else {
+        let Some(permit) = admit(&shared).await else {
             stats.downstream_global_cx_overflow.inc();
             drop(stream);
             continue;
@@ -195,10 +276,18 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         stats.downstream_cx_total.inc();
         stats.downstream_cx_active.inc();
-        tracker.active.fetch_add(1, Relaxed);
+        // Only HTTP connections wait for a request; a TCP proxy connection is never shed.
+        let sheddable = matches!(protocol, Protocol::Http(_));
+        let id = if sheddable {
+            shared.unproven.next_id.fetch_add(1, Relaxed) + 1
+        } else {
+            0
+        };
         let guard = ConnGuard {
-            tracker: Arc::clone(&tracker),
             stats: Arc::clone(&stats),
+            shared: Arc::clone(&shared),
+            unproven: AtomicU64::new(id),
+            _blocker: drain.blocker(),
             _permit: permit,
             network: None,
         };
@@ -212,7 +301,10 @@ async fn accept_loop(
         // cost per request that only debugging should pay.
         let span = tracing::debug_span!("conn", %peer);
         let conn_drain = drain.clone();
-        match &protocol {
+        // Registered under the lock it is spawned under, so that the connection cannot
+        // unregister (first request, or gone) before it is registered.
+        let mut unproven = sheddable.then(|| shared.unproven.lock());
+        let task = match &protocol {
             Protocol::Http(http) => tokio::spawn(
                 crate::http::serve_connection(
                     Arc::clone(&shared),
@@ -235,6 +327,103 @@ async fn accept_loop(
                 .instrument(span),
             ),
         };
+        if let Some(unproven) = unproven.as_mut() {
+            unproven
+                .conns
+                .insert(id, (task.abort_handle(), Arc::clone(&stats)));
+        }
+        drop(unproven);
     }
     tracing::debug!("stopped accepting");
+}
+
+/// A slot under the global connection limit: a free one, or the slot of the oldest
+/// connection that has not sent a complete request, which is closed for it.
+async fn admit(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = Arc::clone(&shared.conn_limit).try_acquire_owned() {
+        return Some(permit);
+    }
+    if !shared.unproven.shed_oldest() {
+        return None;
+    }
+    // The shed connection's slot comes back once its task is dropped, on its next turn.
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        Arc::clone(&shared.conn_limit).acquire_owned(),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_listens_with_the_backlog_asked_for() {
+        // Nothing accepts: the kernel completes handshakes until the accept queue holds
+        // backlog + 1, and leaves the rest unanswered.
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            connects.spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(1500),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            });
+        }
+        let mut connected = Vec::new();
+        while let Some(result) = connects.join_next().await {
+            if let Ok(Ok(stream)) = result.unwrap() {
+                connected.push(stream);
+            }
+        }
+        assert_eq!(connected.len(), 4);
+
+        let listener = bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut streams = Vec::new();
+        for _ in 0..1100 {
+            let stream =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .expect("the default backlog is larger than tokio's 1024")
+                    .unwrap();
+            streams.push(stream);
+        }
+    }
+
+    #[test]
+    fn unproven_connections_are_shed_oldest_first() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let unproven = Unproven::default();
+            let stats = Arc::new(ListenerStats::default());
+            let mut tasks = Vec::new();
+            for id in 1..=3 {
+                let task = tokio::spawn(std::future::pending::<()>());
+                unproven
+                    .lock()
+                    .conns
+                    .insert(id, (task.abort_handle(), Arc::clone(&stats)));
+                tasks.push(task);
+            }
+            unproven.remove(2);
+            assert!(unproven.shed_oldest());
+            assert!(tasks.remove(0).await.unwrap_err().is_cancelled());
+            assert!(unproven.shed_oldest());
+            assert!(!unproven.shed_oldest());
+            assert_eq!(unproven.len(), 0);
+            assert_eq!(stats.downstream_cx_shed.get(), 2);
+            // The one that had sent its request was left alone.
+            assert!(!tasks[0].is_finished());
+        });
+    }
 }

@@ -148,6 +148,9 @@ pub struct ListenerStats {
     pub downstream_cx_active: Gauge,
     /// Closed at accept because the global connection limit was reached.
     pub downstream_global_cx_overflow: Counter,
+    /// Closed at the global connection limit to make room, before sending a whole request
+    /// (oldest first). Not an Envoy stat: Envoy has no such shedding.
+    pub downstream_cx_shed: Counter,
 }
 
 /// `http.<stat_prefix>.*`
@@ -406,6 +409,7 @@ impl StatsView {
                 "downstream_global_cx_overflow",
                 &s.downstream_global_cx_overflow,
             );
+            view.counter(&scope, "downstream_cx_shed", &s.downstream_cx_shed);
         }
         for (name, s) in entries(&registry.http) {
             let scope = Scope {

@@ -10,43 +10,40 @@
 //! arrived yet warming (not started), like Envoy.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use fnv::FnvHashMap;
+use mesh_drain::Watch;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{
     Cluster, HttpFilterKind, Listener, ListenerFilter, NetworkFilter, ProxyConfig, RouteSource,
-    TcpTarget,
+    TcpTarget, TrafficDirection,
 };
 use crate::filter::HttpChain;
 use crate::http::HttpListener;
-use crate::listener::{Protocol, RunningListener};
+use crate::listener::{DEFAULT_BACKLOG, Protocol, RunningListener};
 use crate::metrics::{Registry, listener_stat_name};
-use crate::state::Shared;
+use crate::restart::Parent;
 pub use crate::state::{
     ClusterRuntime, ListenerState, ListenerStatus, ProxyHandle, ProxyOptions, Snapshot,
 };
+use crate::state::{Command, DrainListeners, Shared};
 use crate::tcp::TcpProxyListener;
 use crate::upstream;
 use crate::xds::XdsStats;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("admin server failed: {0}")]
-    Admin(#[source] std::io::Error),
-}
 
 /// The proxy before it runs: hand out [`ProxyHandle`]s, then [`Proxy::run`].
 pub struct Proxy {
     shared: Arc<Shared>,
     config_rx: watch::Receiver<Arc<ProxyConfig>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    parent: Option<Arc<Parent>>,
 }
 
 impl Proxy {
@@ -56,17 +53,41 @@ impl Proxy {
         options: ProxyOptions,
     ) -> Proxy {
         let (applied, _) = watch::channel(Arc::new(ProxyConfig::default()));
+        let (commands_tx, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             listeners: ArcSwap::from_pointee(BTreeMap::new()),
             stats: Registry::default(),
             xds,
             conn_limit: Arc::new(Semaphore::new(options.max_connections)),
+            unproven: Default::default(),
             ready: AtomicBool::new(false),
             applied,
             options,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            first_started_at: Mutex::new(SystemTime::now()),
+            health_check_failed: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            commands: commands_tx,
+            exit: watch::Sender::new(false),
+            sockets: Mutex::new(FnvHashMap::default()),
         });
-        Proxy { shared, config_rx }
+        Proxy {
+            shared,
+            config_rx,
+            commands,
+            parent: None,
+        }
+    }
+
+    /// Takes the listening sockets of new listeners from `parent`, the process this one
+    /// replaces, where it has one for the configured address (see [`crate::restart`]).
+    pub fn inherit_from(mut self, parent: Arc<Parent>) -> Proxy {
+        self.handle()
+            .set_first_started_at(parent.first_started_at());
+        self.parent = Some(parent);
+        self
     }
 
     pub fn handle(&self) -> ProxyHandle {
@@ -75,46 +96,57 @@ impl Proxy {
         }
     }
 
-    /// Applies every configuration published on the channel until `shutdown` resolves, then
-    /// drains all listeners (bounded by the drain timeout). Serves the admin API on
-    /// `admin_listener` when given. A closed configuration channel keeps the last
-    /// configuration in force.
-    pub async fn run(
-        self,
-        admin_listener: Option<TcpListener>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), RuntimeError> {
+    /// Applies every configuration published on the channel until `drain` starts, then
+    /// drains all listeners (each bounded by the drain timeout; all cut off at once if
+    /// `drain` is aborted) and returns. `drain`'s signal waits for that through a blocker.
+    /// A closed configuration channel keeps the last configuration in force.
+    pub async fn run(self, drain: Watch) {
         let Proxy {
             shared,
             mut config_rx,
+            mut commands,
+            parent,
         } = self;
-        let (stop_admin, admin_stopped) = watch::channel(false);
-        let admin = admin_listener.map(|listener| {
-            let handle = ProxyHandle {
-                shared: Arc::clone(&shared),
-            };
-            let mut stopped = admin_stopped;
-            tokio::spawn(crate::admin::serve(listener, handle, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }))
-        });
+        let _running = drain.blocker();
+        let mut drain = drain;
         let mut reconciler = Reconciler {
             shared,
             running: BTreeMap::new(),
             status: BTreeMap::new(),
             draining: Vec::new(),
+            health_check_failed: false,
+            drain_scope: None,
+            stopped: None,
+            parent,
         };
         let initial = config_rx.borrow_and_update().clone();
         reconciler.apply(initial).await;
-        tokio::pin!(shutdown);
         let mut source_open = true;
         let sweep_period = reconciler.shared.options.idle_sweep_period;
         let mut sweep = tokio::time::interval(sweep_period.max(Duration::from_millis(1)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A graceful `/drain_listeners` stops its listeners when this fires.
+        let mut stop_at: Option<(tokio::time::Instant, Scope)> = None;
         loop {
+            let stop_timer = async {
+                match stop_at {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = &mut shutdown => break,
+                () = drain.draining() => break,
                 _ = sweep.tick() => sweep_idle_upstreams(&reconciler.shared, sweep_period),
+                Some(command) = commands.recv() => {
+                    if let Some(stop) = reconciler.command(command) {
+                        stop_at = Some((tokio::time::Instant::now() + reconciler.shared.options.drain_timeout, stop));
+                    }
+                }
+                () = stop_timer => {
+                    if let Some((_, scope)) = stop_at.take() {
+                        reconciler.stop_listeners(scope);
+                    }
+                }
                 changed = config_rx.changed(), if source_open => match changed {
                     Ok(()) => {
                         let config = config_rx.borrow_and_update().clone();
@@ -127,29 +159,21 @@ impl Proxy {
                 },
             }
         }
-        reconciler.shutdown().await;
-        let _ = stop_admin.send(true);
-        if let Some(admin) = admin {
-            match admin.await {
-                Ok(Err(e)) => return Err(RuntimeError::Admin(e)),
-                Ok(Ok(())) => {}
-                Err(e) => tracing::warn!(error = %e, "admin task failed"),
-            }
-        }
-        Ok(())
+        reconciler.shared.shutting_down.store(true, Relaxed);
+        tracing::info!("shutting down: draining every listener");
+        reconciler.shutdown(&mut drain).await;
     }
 }
 
-/// Runs the proxy with default options: see [`Proxy::run`].
+/// Runs the proxy with default options until `drain` starts: see [`Proxy::run`].
 pub async fn run(
     config_rx: watch::Receiver<Arc<ProxyConfig>>,
     xds_stats: Arc<XdsStats>,
-    admin_listener: Option<TcpListener>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RuntimeError> {
+    drain: Watch,
+) {
     Proxy::new(config_rx, xds_stats, ProxyOptions::default())
-        .run(admin_listener, shutdown)
-        .await
+        .run(drain)
+        .await;
 }
 
 /// Closes idle upstream connections their server closed, or unused for
@@ -193,6 +217,8 @@ fn same_tcp_target(a: &TcpTarget, b: &TcpTarget) -> bool {
 fn same_listener(a: &Listener, b: &Listener) -> bool {
     a.addr == b.addr
         && a.network_filters == b.network_filters
+        && a.tcp_backlog_size == b.tcp_backlog_size
+        && a.direction == b.direction
         && match (&a.filter, &b.filter) {
             (ListenerFilter::Http(x), ListenerFilter::Http(y)) => {
                 Arc::ptr_eq(x, y)
@@ -224,11 +250,50 @@ fn missing_routes<'a>(listener: &'a Listener, config: &ProxyConfig) -> Option<&'
     }
 }
 
+/// Which listeners a `/drain_listeners` applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    All,
+    Inbound,
+}
+
+impl Scope {
+    fn of(how: &DrainListeners) -> Scope {
+        if how.inbound_only {
+            Scope::Inbound
+        } else {
+            Scope::All
+        }
+    }
+
+    fn covers(self, listener: &Listener) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Inbound => listener.direction == TrafficDirection::Inbound,
+        }
+    }
+
+    fn widest(a: Option<Scope>, b: Scope) -> Scope {
+        match a {
+            Some(Scope::All) => Scope::All,
+            _ => b,
+        }
+    }
+}
+
 struct Reconciler {
     shared: Arc<Shared>,
     running: BTreeMap<String, RunningListener>,
     status: BTreeMap<String, ListenerStatus>,
     draining: Vec<JoinHandle<()>>,
+    /// `/healthcheck/fail` is in force: every generation drains its connections.
+    health_check_failed: bool,
+    /// A `/drain_listeners` is in force for these listeners: their connections drain.
+    drain_scope: Option<Scope>,
+    /// Stopped by `/drain_listeners`: these listeners are not started again.
+    stopped: Option<Scope>,
+    /// The process this one replaces, which has the sockets of its listeners.
+    parent: Option<Arc<Parent>>,
 }
 
 impl Reconciler {
@@ -272,8 +337,7 @@ impl Reconciler {
         }));
         self.reconcile_listeners(&config, &previous).await;
         drop(previous);
-        self.draining.retain(|task| !task.is_finished());
-        shared.listeners.store(Arc::new(self.status.clone()));
+        self.publish_listeners();
         if !config.versions.is_empty()
             || !config.listeners.is_empty()
             || !config.clusters.is_empty()
@@ -281,6 +345,23 @@ impl Reconciler {
             shared.ready.store(true, Relaxed);
         }
         shared.applied.send_replace(config);
+    }
+
+    /// Publishes the listeners' status and their sockets by configured address.
+    fn publish_listeners(&mut self) {
+        self.draining.retain(|task| !task.is_finished());
+        self.shared.listeners.store(Arc::new(self.status.clone()));
+        let sockets = self
+            .running
+            .values()
+            .filter(|r| r.config.addr.port() != 0)
+            .map(|r| (r.config.addr, Arc::clone(&r.socket)))
+            .collect();
+        *self
+            .shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = sockets;
     }
 
     fn protocol(&self, listener: &Listener) -> Protocol {
@@ -298,6 +379,11 @@ impl Reconciler {
         }
     }
 
+    /// Whether `listener`'s connections should be draining from the start.
+    fn drain_close(&self, listener: &Listener) -> bool {
+        self.health_check_failed || self.drain_scope.is_some_and(|s| s.covers(listener))
+    }
+
     fn start(
         &self,
         listener: &Arc<Listener>,
@@ -310,6 +396,7 @@ impl Reconciler {
             socket,
             self.protocol(listener),
             self.shared.stats.listener(&listener_stat_name(&local)),
+            self.drain_close(listener),
         )
     }
 
@@ -322,7 +409,108 @@ impl Reconciler {
             http.retired_routes.store(Some(Arc::clone(routes)));
         }
         let deadline = self.shared.options.drain_timeout;
-        self.draining.push(old.drain(deadline));
+        self.draining.push(old.stop(deadline));
+    }
+
+    /// Replaces a running generation with a new one on the same socket (new connections get
+    /// the new one's settings, the old one's drain).
+    fn replace(&mut self, name: &str, listener: &Arc<Listener>, previous: &Snapshot) {
+        let Some(socket) = self.running.get(name).map(|r| Arc::clone(&r.socket)) else {
+            return;
+        };
+        match self.start(listener, socket) {
+            Ok(next) => {
+                if let Some(old) = self.running.insert(name.to_owned(), next) {
+                    self.retire(old, previous);
+                }
+            }
+            Err(e) => tracing::error!(listener = %name, error = %e, "cannot replace listener"),
+        }
+    }
+
+    /// Handles an admin command; returns the scope to stop after the drain timeout when a
+    /// graceful `/drain_listeners` asks for it.
+    fn command(&mut self, command: Command) -> Option<Scope> {
+        match command {
+            Command::HealthCheck { failed: true } => {
+                self.health_check_failed = true;
+                for running in self.running.values_mut() {
+                    running.drain_connections();
+                }
+                None
+            }
+            Command::HealthCheck { failed: false } => {
+                self.health_check_failed = false;
+                // Draining cannot be undone on a generation: the ones that drain only because
+                // of the health check are replaced by fresh ones on the same sockets.
+                let previous = self.shared.snapshot.load_full();
+                let names: Vec<(String, Arc<Listener>)> = self
+                    .running
+                    .iter()
+                    .filter(|(_, r)| r.drain_close && !self.drain_close(&r.config))
+                    .map(|(name, r)| (name.clone(), Arc::clone(&r.config)))
+                    .collect();
+                for (name, listener) in names {
+                    self.replace(&name, &listener, &previous);
+                }
+                None
+            }
+            Command::DrainListeners(how) => {
+                let scope = Scope::of(&how);
+                if how.graceful
+                    && self
+                        .drain_scope
+                        .is_some_and(|s| Scope::widest(Some(s), scope) == s)
+                {
+                    // Already draining at least these: Envoy answers OK and does nothing.
+                    return None;
+                }
+                self.drain_scope = Some(Scope::widest(self.drain_scope, scope));
+                for running in self.running.values_mut() {
+                    if scope.covers(&running.config) {
+                        running.drain_connections();
+                    }
+                }
+                tracing::info!(
+                    ?scope,
+                    graceful = how.graceful,
+                    skip_exit = how.skip_exit,
+                    "draining listeners"
+                );
+                if how.skip_exit {
+                    None
+                } else if how.graceful {
+                    Some(scope)
+                } else {
+                    self.stop_listeners(scope);
+                    None
+                }
+            }
+        }
+    }
+
+    /// Stops accepting on the listeners in `scope` for good (`/drain_listeners`).
+    fn stop_listeners(&mut self, scope: Scope) {
+        self.stopped = Some(Scope::widest(self.stopped, scope));
+        let previous = self.shared.snapshot.load_full();
+        let names: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, r)| scope.covers(&r.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in names {
+            if let Some(old) = self.running.remove(&name) {
+                tracing::info!(listener = %name, "listener stopped");
+                if let Some(status) = self.status.get_mut(&name) {
+                    status.state = ListenerState::Stopped {
+                        address: old.local_addr,
+                    };
+                }
+                self.retire(old, &previous);
+            }
+        }
+        self.publish_listeners();
     }
 
     async fn reconcile_listeners(&mut self, config: &ProxyConfig, previous: &Snapshot) {
@@ -342,6 +530,24 @@ impl Reconciler {
             .retain(|name, _| config.listeners.contains_key(name));
 
         for (name, listener) in &config.listeners {
+            if self.stopped.is_some_and(|s| s.covers(listener)) {
+                if let Some(old) = self.running.remove(name) {
+                    self.retire(old, previous);
+                }
+                if !self.status.contains_key(name) {
+                    self.status.insert(
+                        name.clone(),
+                        ListenerStatus {
+                            name: name.clone(),
+                            configured_address: listener.addr,
+                            state: ListenerState::Stopped {
+                                address: listener.addr,
+                            },
+                        },
+                    );
+                }
+                continue;
+            }
             if let Some(route) = missing_routes(listener, config) {
                 // Warming: a running generation keeps serving until the routes arrive.
                 if !self.running.contains_key(name) {
@@ -358,36 +564,27 @@ impl Reconciler {
                 }
                 continue;
             }
-            let next = match self.running.get_mut(name) {
+            let in_place = match self.running.get_mut(name) {
                 Some(current) if same_listener(&current.config, listener) => {
                     current.config = Arc::clone(listener);
                     continue;
                 }
-                Some(current) if current.config.addr == listener.addr => {
-                    Some(Arc::clone(&current.socket))
-                }
-                Some(_) => None,
-                None => None,
+                Some(current) => current.config.addr == listener.addr,
+                None => false,
             };
-            if let Some(socket) = next {
-                match self.start(listener, socket) {
-                    Ok(next) => {
-                        tracing::info!(listener = %name, "listener changed; replacing it in place");
-                        if let Some(old) = self.running.insert(name.clone(), next) {
-                            self.retire(old, previous);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(listener = %name, error = %e, "cannot replace listener");
-                    }
+            if in_place {
+                tracing::info!(listener = %name, "listener changed; replacing it in place");
+                if let Some(current) = self.running.get(name) {
+                    relisten(&current.socket, listener);
                 }
+                self.replace(name, listener, previous);
                 continue;
             }
             if let Some(old) = self.running.remove(name) {
                 tracing::info!(listener = %name, "listener address changed; draining the old one");
                 self.retire(old, previous);
             }
-            let state = match TcpListener::bind(listener.addr).await {
+            let state = match self.listening_socket(listener).await {
                 Ok(socket) => match self.start(listener, Arc::new(socket)) {
                     Ok(running) => {
                         tracing::info!(listener = %name, addr = %running.local_addr, "listener started");
@@ -464,15 +661,97 @@ impl Reconciler {
         stats.retain_filters(|p| cors.contains(&p), |p| limits.contains(&p));
     }
 
-    async fn shutdown(&mut self) {
+    /// A socket for a new listener: the one the process this one replaces has for its
+    /// address (so connections queued there are accepted here), else a fresh bind; with
+    /// the listener's backlog.
+    async fn listening_socket(&self, listener: &Listener) -> std::io::Result<TcpListener> {
+        if let Some(parent) = &self.parent
+            && listener.addr.port() != 0
+        {
+            match parent.take(listener.addr).await {
+                Ok(Some(socket)) => {
+                    tracing::info!(listener = %listener.name, addr = %listener.addr, "took the listening socket over from the process being replaced");
+                    crate::restart::listen(&socket, backlog(listener))?;
+                    return TcpListener::from_std(socket);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(listener = %listener.name, error = %e, "cannot take the listening socket over; binding a new one");
+                }
+            }
+        }
+        crate::listener::bind(listener.addr, backlog(listener))
+    }
+
+    /// Stops every listener; connections get the drain timeout to finish, or are cut off at
+    /// once when `process` is aborted.
+    async fn shutdown(&mut self, process: &mut Watch) {
         let deadline = self.shared.options.drain_timeout;
         let running = std::mem::take(&mut self.running);
         for (_, listener) in running {
-            self.draining.push(listener.drain(deadline));
-        }
-        for task in self.draining.drain(..) {
-            let _ = task.await;
+            self.draining.push(listener.stop(deadline));
         }
         self.shared.listeners.store(Arc::new(BTreeMap::new()));
+        self.shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let all = futures_join(std::mem::take(&mut self.draining));
+        tokio::pin!(all);
+        tokio::select! {
+            () = &mut all => {}
+            () = process.aborted() => {
+                tracing::info!("shutdown cut off; closing every connection");
+                // Dropping a listener's drain signal aborts its connections.
+                all.abort();
+                all.await;
+            }
+        }
+    }
+}
+
+fn backlog(listener: &Listener) -> u32 {
+    listener.tcp_backlog_size.unwrap_or(DEFAULT_BACKLOG)
+}
+
+/// A listener replaced in place keeps its socket; a changed backlog is applied to it.
+fn relisten(socket: &TcpListener, listener: &Listener) {
+    if let Err(e) = crate::restart::listen(socket, backlog(listener)) {
+        tracing::warn!(listener = %listener.name, error = %e, "cannot change the listen backlog");
+    }
+}
+
+/// Waits for every task; [`Join::abort`] aborts those still running.
+struct Join {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn futures_join(tasks: Vec<JoinHandle<()>>) -> Join {
+    Join { tasks }
+}
+
+impl Join {
+    fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl std::future::Future for Join {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.tasks
+            .retain_mut(|task| std::pin::Pin::new(task).poll(cx).is_pending());
+        if self.tasks.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }

@@ -5,26 +5,31 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use fnv::FnvHashMap;
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::balance::Balancer;
 use crate::config::{Cluster, LbPolicy, ProxyConfig, RouteConfig};
+use crate::listener::Unproven;
 use crate::metrics::{ClusterMembership, ClusterStats, Registry, StatsView};
 use crate::upstream::ClusterUpstream;
 use crate::xds::XdsStats;
 
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
-    /// Concurrent downstream connections over all listeners; more are closed at accept.
+    /// Concurrent downstream connections over all listeners. At the limit, the oldest
+    /// connection that has not sent a complete request is closed to make room; when there is
+    /// none, new connections are closed at accept.
     pub max_connections: usize,
-    /// How long a removed or replaced listener's connections get to finish.
+    /// How long a removed or replaced listener's connections get to finish, and how long a
+    /// graceful `/drain_listeners` keeps accepting (Envoy's `--drain-time-s`).
     pub drain_timeout: Duration,
     /// How often idle upstream connections are checked: closed by their server, or unused
     /// for [`upstream::UPSTREAM_IDLE_TIMEOUT`] (counted in sweeps of this period).
@@ -110,6 +115,48 @@ pub enum ListenerState {
     Failed {
         error: String,
     },
+    /// Stopped by `/drain_listeners`; not started again.
+    Stopped {
+        address: SocketAddr,
+    },
+}
+
+/// Envoy's `ServerInfo.State`, for `/ready` and `/server_info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// No configuration applied yet.
+    PreInitializing,
+    Live,
+    /// Health checks failed by `/healthcheck/fail`, or the process is shutting down.
+    Draining,
+}
+
+impl ServerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::PreInitializing => "PRE_INITIALIZING",
+            ServerState::Live => "LIVE",
+            ServerState::Draining => "DRAINING",
+        }
+    }
+}
+
+/// `/drain_listeners`: which listeners, and whether they keep accepting for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainListeners {
+    /// Only listeners whose `traffic_direction` is `INBOUND`.
+    pub inbound_only: bool,
+    /// Keep accepting for the drain timeout before stopping (connections drain meanwhile).
+    pub graceful: bool,
+    /// Drain connections but never stop the listeners.
+    pub skip_exit: bool,
+}
+
+/// Asked of the runtime by the admin API.
+#[derive(Debug)]
+pub(crate) enum Command {
+    HealthCheck { failed: bool },
+    DrainListeners(DrainListeners),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,9 +174,23 @@ pub(crate) struct Shared {
     pub stats: Registry,
     pub xds: Arc<XdsStats>,
     pub conn_limit: Arc<Semaphore>,
+    pub unproven: Unproven,
     pub ready: AtomicBool,
     pub applied: watch::Sender<Arc<ProxyConfig>>,
     pub options: ProxyOptions,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// When the first process of a chain of restarts started (`uptime_all_epochs`).
+    pub first_started_at: Mutex<SystemTime>,
+    pub health_check_failed: AtomicBool,
+    /// The process is shutting down (its listeners drain).
+    pub shutting_down: AtomicBool,
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Set by `/quitquitquit`; the wiring that owns the process watches it.
+    pub exit: watch::Sender<bool>,
+    /// The listening socket of each running listener by configured address, for a restarted
+    /// process to take over (ports fixed in the configuration only).
+    pub sockets: Mutex<FnvHashMap<SocketAddr, Arc<TcpListener>>>,
 }
 
 /// A cheap handle on a running proxy, for the admin API and tests.
@@ -142,6 +203,93 @@ impl ProxyHandle {
     /// True once a non-empty configuration has been applied.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Relaxed)
+    }
+
+    pub fn server_state(&self) -> ServerState {
+        let shared = &self.shared;
+        if !shared.ready.load(Relaxed) {
+            ServerState::PreInitializing
+        } else if shared.health_check_failed.load(Relaxed) || shared.shutting_down.load(Relaxed) {
+            ServerState::Draining
+        } else {
+            ServerState::Live
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    pub fn started_at(&self) -> SystemTime {
+        self.shared.started_at
+    }
+
+    /// When the first of the processes this one replaced (through restarts) started.
+    pub fn first_started_at(&self) -> SystemTime {
+        *self
+            .shared
+            .first_started_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_first_started_at(&self, at: SystemTime) {
+        *self
+            .shared
+            .first_started_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// `/healthcheck/fail` and `/healthcheck/ok`: while failed, `/ready` answers 503
+    /// DRAINING and every listener's connections drain (HTTP/1.1 responses say
+    /// `Connection: close`, HTTP/2 gets GOAWAY), as in Envoy; listeners keep accepting.
+    pub fn set_health_check_failed(&self, failed: bool) {
+        self.shared.health_check_failed.store(failed, Relaxed);
+        let _ = self.shared.commands.send(Command::HealthCheck { failed });
+    }
+
+    pub fn drain_listeners(&self, how: DrainListeners) {
+        let _ = self.shared.commands.send(Command::DrainListeners(how));
+    }
+
+    /// `/quitquitquit`: asks whoever runs the process to shut it down.
+    pub fn request_exit(&self) {
+        self.shared.exit.send_replace(true);
+    }
+
+    /// Resolves once an exit was asked for.
+    pub async fn exit_requested(&self) {
+        let mut exit = self.shared.exit.subscribe();
+        let _ = exit.wait_for(|asked| *asked).await;
+    }
+
+    /// The listening socket of the running listener configured at `addr`.
+    pub fn listening_socket(&self, addr: SocketAddr) -> Option<Arc<TcpListener>> {
+        self.shared
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .cloned()
+    }
+
+    /// Resolves once the listeners from the control plane (LDS) are applied and every one
+    /// of them is started (none waiting for its routes); one that failed to bind counts as
+    /// settled. What a restarted process waits for before the old one stops accepting.
+    pub async fn wait_serving(&self) {
+        let mut applied = self.shared.applied.subscribe();
+        let shared = Arc::clone(&self.shared);
+        let _ = applied
+            .wait_for(|config| {
+                config.versions.contains_key("LDS")
+                    && !shared
+                        .listeners
+                        .load()
+                        .values()
+                        .any(|l| matches!(l.state, ListenerState::Warming { .. }))
+            })
+            .await;
     }
 
     /// The address a listener is accepting on (the bound one, when configured with port 0).

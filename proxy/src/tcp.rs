@@ -10,11 +10,10 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{TcpProxy, TcpTarget};
-use crate::listener::{ConnGuard, Drain};
+use crate::listener::ConnGuard;
 use crate::metrics::TcpStats;
 use crate::state::Shared;
 
@@ -109,7 +108,7 @@ pub(crate) async fn proxy_connection(
     shared: Arc<Shared>,
     listener: Arc<TcpProxyListener>,
     downstream: TcpStream,
-    mut drain: watch::Receiver<Drain>,
+    mut drain: mesh_drain::Watch,
     guard: ConnGuard,
 ) {
     let _guard = guard;
@@ -182,7 +181,7 @@ pub(crate) async fn proxy_connection(
                 }
                 check.as_mut().reset(idle_at);
             }
-            () = crate::listener::aborted(&mut drain) => break,
+            () = drain.aborted() => break,
         }
     }
     pool.stats.rq_active.dec();

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use mesh_proxy::config::*;
@@ -320,6 +320,8 @@ fn http_listener_with(name: &str, hcm: HttpConnectionManager) -> Listener {
         addr: any_addr(),
         network_filters: vec![],
         filter: ListenerFilter::Http(Arc::new(hcm)),
+        tcp_backlog_size: None,
+        direction: TrafficDirection::Unspecified,
     }
 }
 
@@ -371,7 +373,7 @@ struct Harness {
     tx: watch::Sender<Arc<ProxyConfig>>,
     handle: ProxyHandle,
     admin: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<mesh_drain::Signal>,
     task: Option<JoinHandle<()>>,
     xds: Arc<XdsStats>,
 }
@@ -394,15 +396,14 @@ impl Harness {
         let handle = proxy.handle();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            proxy
-                .run(Some(admin_listener), async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (stop, drain) = mesh_drain::channel();
+        tokio::spawn(mesh_proxy::admin::serve(
+            admin_listener,
+            handle.clone(),
+            Default::default(),
+            drain.clone(),
+        ));
+        let task = tokio::spawn(proxy.run(drain));
         handle.wait_applied(&config).await;
         Harness {
             tx,
@@ -446,8 +447,10 @@ impl Harness {
     }
 
     async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        // Kept until the proxy is done: dropping the signal would cut the drain short.
+        let stop = self.stop.take();
+        if let Some(stop) = &stop {
+            stop.start();
         }
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(10), task)
@@ -455,6 +458,7 @@ impl Harness {
                 .unwrap()
                 .unwrap();
         }
+        drop(stop);
     }
 }
 
@@ -1214,6 +1218,8 @@ async fn tcp_proxy_copies_bytes_exactly() {
             cluster: TcpTarget::Cluster("echo".into()),
             idle_timeout: Some(Duration::from_secs(30)),
         })),
+        tcp_backlog_size: None,
+        direction: TrafficDirection::Unspecified,
     };
     let h = Harness::start(proxy_config(vec![listener], vec![cluster("echo", &[echo])])).await;
     let payload: Vec<u8> = (0..8 * 1024 * 1024).map(|_| fastrand::u8(..)).collect();
@@ -1543,10 +1549,8 @@ async fn a_full_connection_limit_closes_new_connections() {
         },
     );
     let handle = proxy.handle();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(proxy.run(None, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, drain) = mesh_drain::channel();
+    let task = tokio::spawn(proxy.run(drain));
     handle.wait_applied(&config).await;
     let addr = handle.listener_addr("http").unwrap();
     let client = h1_client();
@@ -1562,8 +1566,8 @@ async fn a_full_connection_limit_closes_new_connections() {
         stats.contains("downstream_global_cx_overflow: 1"),
         "{stats}"
     );
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    stop.start();
+    task.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

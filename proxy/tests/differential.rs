@@ -1162,7 +1162,9 @@ async fn setup(mode: XdsMode) -> Option<Setup> {
     let xds_addr = xds.local_addr().unwrap();
     let server = AdsServer::new(cache.clone(), Arc::new(StatusTracker::new()));
     tasks.push(tokio::spawn(async move {
-        serve(xds, server, std::future::pending()).await.unwrap();
+        // Runs until the test's runtime ends.
+        let (_keep, drain) = mesh_drain::channel();
+        serve(xds, server, drain).await.unwrap();
     }));
     let envoy_port = free_port();
     cache.publish(HashMap::from([
@@ -1210,7 +1212,9 @@ async fn setup(mode: XdsMode) -> Option<Setup> {
     let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
     let handle = proxy.handle();
     tasks.push(tokio::spawn(async move {
-        proxy.run(None, std::future::pending()).await.unwrap();
+        // Runs until the test's runtime ends.
+        let (_keep, drain) = mesh_drain::channel();
+        proxy.run(drain).await;
     }));
     let options = XdsOptions {
         node_id: "mesh".into(),

@@ -997,10 +997,12 @@ async fn filters_match_envoy() {
 async fn check_config_dump(pair: &Pair) {
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = admin.local_addr().unwrap();
+    let (_keep, drain) = mesh_drain::channel();
     let server = tokio::spawn(mesh_proxy::admin::serve(
         admin,
         pair.mesh.clone(),
-        std::future::pending(),
+        Default::default(),
+        drain,
     ));
     let request = Request::get("/config_dump")
         .header("host", "admin")

@@ -689,7 +689,8 @@ fn start_mesh(
     let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
     let handle = proxy.handle();
     tasks.push(tokio::spawn(async move {
-        proxy.run(None, std::future::pending()).await.unwrap();
+        let (_keep, drain) = mesh_drain::channel();
+        proxy.run(drain).await;
     }));
     let options = XdsOptions {
         node_id: node.into(),
@@ -756,7 +757,8 @@ async fn smuggling_battery() {
     let xds_addr = xds.local_addr().unwrap();
     let server = AdsServer::new(cache.clone(), Arc::new(StatusTracker::new()));
     tasks.push(tokio::spawn(async move {
-        serve(xds, server, std::future::pending()).await.unwrap();
+        let (_keep, drain) = mesh_drain::channel();
+        serve(xds, server, drain).await.unwrap();
     }));
     // Our proxy refuses two listeners on port 0 (the same address), so both get free ports.
     let ports = || Ports {

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const NODE: &str = "web-1-sidecar-proxy";
@@ -265,7 +265,7 @@ struct Server {
     cache: SnapshotCache,
     status: Arc<StatusTracker>,
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: Option<mesh_drain::Signal>,
     task: JoinHandle<()>,
 }
 
@@ -278,14 +278,10 @@ impl Server {
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
+        let (tx, drain) = mesh_drain::channel();
         let ads = AdsServer::new(cache.clone(), Arc::clone(&status));
         let task = tokio::spawn(async move {
-            serve(listener, ads, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            serve(listener, ads, drain).await.unwrap();
         });
         Server {
             cache,
@@ -304,8 +300,8 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(tx) = &self.shutdown {
+            tx.start();
         }
         tokio::time::timeout(PATIENCE, &mut self.task)
             .await

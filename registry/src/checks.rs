@@ -89,16 +89,18 @@ struct Running {
     ttl_reset: Option<watch::Sender<()>>,
 }
 
-/// Runs the checks registered through the agent endpoints of this registry's node.
+/// Runs the checks registered through the agent endpoints of this registry's node, until
+/// the registry drains.
 pub struct CheckRunner {
     store: Arc<Store>,
     node: String,
     http: HttpClient,
     running: Mutex<HashMap<String, Running>>,
+    drain: mesh_drain::Watch,
 }
 
 impl CheckRunner {
-    pub fn new(store: Arc<Store>, node: String) -> Arc<CheckRunner> {
+    pub fn new(store: Arc<Store>, node: String, drain: mesh_drain::Watch) -> Arc<CheckRunner> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new())
@@ -109,6 +111,7 @@ impl CheckRunner {
             node,
             http,
             running: Mutex::new(HashMap::new()),
+            drain,
         })
     }
 
@@ -170,10 +173,16 @@ impl CheckRunner {
         let (ttl_reset, task) = if check_type == "ttl" {
             let (tx, rx) = watch::channel(());
             let ttl = definition.ttl.unwrap_or(Duration::from_secs(30));
-            let task = tokio::spawn(async move { this.run_ttl(check.check_id, ttl, rx).await });
+            let drain = self.drain.clone();
+            let task = tokio::spawn(crate::until_drained(drain, async move {
+                this.run_ttl(check.check_id, ttl, rx).await;
+            }));
             (Some(tx), task.abort_handle())
         } else {
-            let task = tokio::spawn(async move { this.run_probe(check).await });
+            let drain = self.drain.clone();
+            let task = tokio::spawn(crate::until_drained(drain, async move {
+                this.run_probe(check).await;
+            }));
             (None, task.abort_handle())
         };
         Running {
@@ -311,8 +320,13 @@ impl CheckRunner {
     }
 
     /// Removes agent services whose check (with `DeregisterCriticalServiceAfter`) has been
-    /// critical long enough. Runs until aborted.
+    /// critical long enough. Runs until the registry drains.
     pub async fn run_reaper(self: Arc<Self>, period: Duration) {
+        let drain = self.drain.clone();
+        crate::until_drained(drain, self.reap(period)).await;
+    }
+
+    async fn reap(self: &Arc<Self>, period: Duration) {
         let mut critical_since: HashMap<String, Instant> = HashMap::new();
         loop {
             tokio::time::sleep(period).await;
@@ -461,7 +475,8 @@ mod tests {
             })
             .await
             .unwrap();
-        let runner = CheckRunner::new(store.clone(), "n".into());
+        let (_running, drain) = mesh_drain::channel();
+        let runner = CheckRunner::new(store.clone(), "n".into(), drain);
         runner.reconcile();
         // Keep resetting for a while: it must stay passing.
         for _ in 0..4 {

@@ -9,20 +9,24 @@ pub mod state;
 pub mod store;
 pub mod tombstones;
 
+use mesh_drain::{Signal, Watch};
 use mesh_proto::consul::Node;
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::checks::CheckRunner;
 use crate::store::{Store, StoreError};
 
 /// The Consul version whose API this registry follows, reported by `/v1/agent/self`.
 pub const CONSUL_COMPAT_VERSION: &str = "1.20.0";
+
+/// How long the HTTP server's connections get to finish once it drains. Blocking queries
+/// end at once on drain, so only requests in flight are waited for.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -61,8 +65,9 @@ pub struct Registry {
     pub node_id: String,
     pub store: Arc<Store>,
     pub checks: Arc<CheckRunner>,
-    shutdown: watch::Receiver<bool>,
-    shutdown_tx: watch::Sender<bool>,
+    /// The registry's own drain: ends blocking queries, checks and reapers.
+    lifecycle: Signal,
+    drain: Watch,
 }
 
 impl Registry {
@@ -92,29 +97,27 @@ impl Registry {
                 ..Node::default()
             })
             .await?;
-        let checks = CheckRunner::new(Arc::clone(&store), config.node_name.clone());
+        let (lifecycle, drain) = mesh_drain::channel();
+        let checks = CheckRunner::new(Arc::clone(&store), config.node_name.clone(), drain.clone());
         checks.reconcile();
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let reaper = tokio::spawn(Arc::clone(&checks).run_reaper(Duration::from_secs(1)));
+        tokio::spawn(Arc::clone(&checks).run_reaper(Duration::from_secs(1)));
         // Consul reaps with a granularity of 30 s; a short TTL (tests) is checked more often.
-        let tombstone_reaper = tokio::spawn(tombstones::run_reaper(
-            Arc::clone(&store),
-            config.tombstone_ttl,
-            (config.tombstone_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(30)),
+        tokio::spawn(until_drained(
+            drain.clone(),
+            tombstones::run_reaper(
+                Arc::clone(&store),
+                config.tombstone_ttl,
+                (config.tombstone_ttl / 4)
+                    .clamp(Duration::from_millis(10), Duration::from_secs(30)),
+            ),
         ));
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = stop.wait_for(|down| *down).await;
-            reaper.abort();
-            tombstone_reaper.abort();
-        });
         Ok(Arc::new(Registry {
             config,
             node_id,
             store,
             checks,
-            shutdown,
-            shutdown_tx,
+            lifecycle,
+            drain,
         }))
     }
 
@@ -122,10 +125,22 @@ impl Registry {
         format!("{}:8300", self.config.advertise_addr)
     }
 
-    /// Stops the check runner and ends blocked queries.
+    /// Stops the checks and reapers and ends blocked queries.
     pub fn shut_down(&self) {
-        self.shutdown_tx.send_replace(true);
-        self.checks.stop_all();
+        self.lifecycle.start();
+    }
+
+    /// The registry's drain, for work that must end when it shuts down.
+    pub fn drain(&self) -> Watch {
+        self.drain.clone()
+    }
+}
+
+/// Runs `work` until `drain` starts.
+pub(crate) async fn until_drained(mut drain: Watch, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        () = drain.draining() => {}
     }
 }
 
@@ -143,20 +158,24 @@ fn new_node_id() -> String {
     )
 }
 
-/// Serves the registry's HTTP API on `listener` until `shutdown` resolves.
+/// Serves the registry's HTTP API on `listener` until `drain` starts: then the registry
+/// shuts down (blocking queries answer at once) and connections get a few seconds to finish.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Watch,
 ) -> Result<(), RegistryError> {
     let app = api::router(Arc::clone(&registry));
-    let reg = Arc::clone(&registry);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            reg.shut_down();
-        })
-        .await?;
+    let served = mesh_drain::run_with_drain(drain, DRAIN_DEADLINE, |server| {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                server.signaled().await;
+                registry.shut_down();
+            })
+            .into_future()
+    })
+    .await;
+    served.unwrap_or(Ok(()))?;
     Ok(())
 }
 
@@ -164,7 +183,7 @@ pub async fn serve(
 pub async fn spawn(
     addr: SocketAddr,
     config: RegistryConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Watch,
 ) -> Result<
     (
         SocketAddr,
@@ -175,5 +194,5 @@ pub async fn spawn(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let registry = Registry::open(config).await?;
-    Ok((bound, tokio::spawn(serve(listener, registry, shutdown))))
+    Ok((bound, tokio::spawn(serve(listener, registry, drain))))
 }

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 async fn status_server(code: Arc<AtomicU16>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -76,13 +75,11 @@ async fn wait_for_status(base: &str, id: &str, want: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_tcp_checks_follow_the_real_service() {
     let dir = tempfile::tempdir().unwrap();
-    let (_stop, stopped) = oneshot::channel::<()>();
+    let (_stop, drain) = mesh_drain::channel();
     let (addr, _server) = spawn(
         "127.0.0.1:0".parse().unwrap(),
         RegistryConfig::new(dir.path()),
-        async move {
-            let _ = stopped.await;
-        },
+        drain,
     )
     .await
     .unwrap();

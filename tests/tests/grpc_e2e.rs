@@ -47,7 +47,8 @@ impl Upstream {
         let ads = AdsServer::new(cache.clone(), Arc::clone(&status));
         // Runs until the test's runtime ends.
         tokio::spawn(async move {
-            serve(listener, ads, std::future::pending()).await.unwrap();
+            let (_keep, drain) = mesh_drain::channel();
+            serve(listener, ads, drain).await.unwrap();
         });
         Upstream {
             cache,

@@ -17,10 +17,10 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use std::future::Future;
+use mesh_drain::Watch;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -38,6 +38,8 @@ pub enum AdsError {
 
 /// Responses queued per stream before the stream task waits for the client to read.
 const STREAM_BUFFER: usize = 16;
+/// Once the server drains, how long its connections get to close (streams end at once).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// Requests handled in one go before responding, so requests that arrive together (a proxy
 /// asking for CDS and LDS at once) are answered in push order.
 const MAX_BATCH: usize = 64;
@@ -46,8 +48,8 @@ const MAX_BATCH: usize = 64;
 pub struct AdsServer {
     cache: SnapshotCache,
     status: Arc<StatusTracker>,
-    /// Set to true when `serve`'s shutdown fires: streams end so the server can drain.
-    drain: Arc<watch::Sender<bool>>,
+    /// The server's drain (set by [`serve`]): streams end when it starts.
+    drain: Option<Watch>,
 }
 
 impl AdsServer {
@@ -55,7 +57,7 @@ impl AdsServer {
         AdsServer {
             cache,
             status,
-            drain: Arc::new(watch::Sender::new(false)),
+            drain: None,
         }
     }
 
@@ -69,7 +71,7 @@ impl AdsServer {
         let stream = StreamTask::<P> {
             cache: self.cache.clone(),
             status: Arc::clone(&self.status),
-            drain: self.drain.subscribe(),
+            drain: self.drain.clone(),
             requests,
             tx,
         };
@@ -78,29 +80,33 @@ impl AdsServer {
     }
 }
 
-/// Serves ADS on an already-bound listener until `shutdown` completes; then ends every stream
-/// with UNAVAILABLE (the proxies reconnect elsewhere or later) and returns.
+/// Serves ADS on an already-bound listener until `drain` starts; then ends every stream
+/// with UNAVAILABLE (the proxies reconnect elsewhere or later) and returns once the
+/// connections are closed (cut off after a few seconds).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: AdsServer,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Watch,
 ) -> Result<(), AdsError> {
-    let drain = Arc::clone(&server.drain);
-    let signal = async move {
-        shutdown.await;
-        drain.send_replace(true);
-    };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
-        // Finds proxies that vanished without closing their connection.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .serve_with_incoming_shutdown(
-            AggregatedDiscoveryServiceServer::new(server),
-            incoming,
-            signal,
-        )
-        .await?;
+    let served = mesh_drain::run_with_drain(drain, DRAIN_DEADLINE, |streams| async move {
+        let server = AdsServer {
+            drain: Some(streams.clone()),
+            ..server
+        };
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            // Finds proxies that vanished without closing their connection.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .serve_with_incoming_shutdown(
+                AggregatedDiscoveryServiceServer::new(server),
+                incoming,
+                streams.signaled(),
+            )
+            .await
+    })
+    .await;
+    served.unwrap_or(Ok(()))?;
     Ok(())
 }
 
@@ -154,7 +160,7 @@ impl StreamKind {
 struct StreamTask<P: Protocol> {
     cache: SnapshotCache,
     status: Arc<StatusTracker>,
-    drain: watch::Receiver<bool>,
+    drain: Option<Watch>,
     requests: Streaming<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
 }
@@ -226,7 +232,7 @@ impl<P: Protocol> StreamTask<P> {
     async fn next_request(&mut self) -> Result<Option<P::Request>, End> {
         tokio::select! {
             biased;
-            _ = self.drain.wait_for(|draining| *draining) => Err(shutting_down()),
+            () = draining(&mut self.drain) => Err(shutting_down()),
             () = self.tx.closed() => Err(End::ClientGone),
             request = self.requests.message() => match request {
                 Ok(request) => Ok(request),
@@ -264,13 +270,21 @@ impl<P: Protocol> StreamTask<P> {
         for response in state.responses(&snapshot) {
             tokio::select! {
                 biased;
-                _ = self.drain.wait_for(|draining| *draining) => return Err(shutting_down()),
+                () = draining(&mut self.drain) => return Err(shutting_down()),
                 sent = self.tx.send(Ok(response)) => if sent.is_err() {
                     return Err(End::ClientGone);
                 },
             }
         }
         Ok(())
+    }
+}
+
+/// Resolves once the server drains (never for a server not started by [`serve`]).
+async fn draining(drain: &mut Option<Watch>) {
+    match drain {
+        Some(drain) => drain.draining().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::config::{ConnectionLimit, NetworkFilter};
-use crate::listener::{ConnGuard, Drain};
+use crate::listener::ConnGuard;
 use crate::metrics::{ConnectionLimitStats, Registry};
+use mesh_drain::Watch;
 
 /// One listener generation's network filters, with their state (a listener replaced in
 /// place starts new counts, as a new Envoy filter chain does).
@@ -115,7 +115,7 @@ pub(crate) fn on_new_connection(
     chain: Option<&Arc<NetworkChain>>,
     stream: TcpStream,
     mut guard: ConnGuard,
-    drain: &watch::Receiver<Drain>,
+    drain: &Watch,
 ) -> Option<(TcpStream, ConnGuard)> {
     let Some(chain) = chain else {
         return Some((stream, guard));
@@ -135,16 +135,11 @@ pub(crate) fn on_new_connection(
 
 /// Closes a refused connection, after `delay` (unread until then) unless the listener's
 /// drain deadline comes first.
-async fn refuse(
-    stream: TcpStream,
-    guard: ConnGuard,
-    delay: Option<Duration>,
-    mut drain: watch::Receiver<Drain>,
-) {
+async fn refuse(stream: TcpStream, guard: ConnGuard, delay: Option<Duration>, mut drain: Watch) {
     if let Some(delay) = delay {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = crate::listener::aborted(&mut drain) => {}
+            () = drain.aborted() => {}
         }
     }
     tracing::debug!("connection refused by the connection limit");

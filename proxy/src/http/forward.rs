@@ -784,6 +784,6 @@ async fn tunnel(
                 tracing::debug!(error = %e, "upgraded connection ended with an error");
             }
         }
-        () = crate::listener::aborted(&mut drain) => {}
+        () = drain.aborted() => {}
     }
 }

@@ -29,16 +29,15 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, 
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body;
+use mesh_drain::{State, Watch};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
 use super::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
-use crate::listener::Drain;
 
 /// Largest request body this server reads itself; longer ones go to hyper, which streams.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -88,17 +87,15 @@ struct Parsed {
 }
 
 /// Serves requests until the connection closes or needs hyper.
-pub(crate) async fn serve(
-    ctx: &Arc<ConnCtx>,
-    mut stream: TcpStream,
-    drain: &mut watch::Receiver<Drain>,
-) -> Outcome {
+pub(crate) async fn serve(ctx: &Arc<ConnCtx>, mut stream: TcpStream, drain: &mut Watch) -> Outcome {
     let hcm = &ctx.listener.hcm;
     let stats = &ctx.listener.stats;
     let head_limit = hcm.max_request_headers_bytes.max(1024);
     let idle_timeout = hcm.idle_timeout.filter(|d| !d.is_zero());
     let limits = ReadLimits::of(hcm);
     let mut first = true;
+    // Until its first request is complete the connection may be shed at the connection limit.
+    let mut unproven = true;
     let mut buf = BytesMut::new();
     // One abort watch and one timer for the connection's life, not per request: each new one
     // would register a waiter or a timer entry. The timer is the idle timeout between
@@ -106,7 +103,7 @@ pub(crate) async fn serve(
     let mut abort_rx = drain.clone();
     // Never marked as seen: says whether the drain state ever changed, for one atomic load.
     let drain_probe = drain.clone();
-    let abort = async move { crate::listener::aborted(&mut abort_rx).await };
+    let abort = async move { abort_rx.aborted().await };
     tokio::pin!(abort);
     // Boxed, because it is lent to (moved into) each request's future and comes back with
     // its response.
@@ -131,7 +128,7 @@ pub(crate) async fn serve(
                     if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                         return Poll::Ready(IdleEvent::Readable(ready.is_ok()));
                     }
-                    if !abort_armed || drain_probe.has_changed().unwrap_or(true) {
+                    if !abort_armed || drain_probe.has_changed() {
                         if abort.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(IdleEvent::Abort);
                         }
@@ -191,6 +188,7 @@ pub(crate) async fn serve(
                     let n = buf.len().min(PREFACE.len());
                     if buf[..n] == PREFACE[..n] {
                         if n == PREFACE.len() {
+                            ctx.guard.request_seen();
                             return Outcome::Handoff(Prefixed::new(buf.freeze(), stream));
                         }
                     } else {
@@ -222,6 +220,10 @@ pub(crate) async fn serve(
             }
         };
 
+        if unproven && !matches!(head, Head::Reject(_)) {
+            unproven = false;
+            ctx.guard.request_seen();
+        }
         let parsed = match head {
             Head::Fast(parsed) => parsed,
             Head::Handoff => return Outcome::Handoff(Prefixed::new(buf.freeze(), stream)),
@@ -255,7 +257,7 @@ pub(crate) async fn serve(
         };
         // A draining listener's connections answer `Connection: close` (see `Started`); an
         // idle HTTP/1.1 connection is not closed, where a request could cross the close.
-        if drain.has_changed().unwrap_or(true) && *drain.borrow_and_update() != Drain::Running {
+        if drain.has_changed() && drain.update() != State::Running {
             ctx.draining.store(true, Relaxed);
         }
 
@@ -275,7 +277,7 @@ pub(crate) async fn serve(
             if let Poll::Ready(answer) = Pin::new(&mut answer).poll(cx) {
                 return Poll::Ready(Some(answer));
             }
-            if abort_armed && !drain_probe.has_changed().unwrap_or(true) {
+            if abort_armed && !drain_probe.has_changed() {
                 return Poll::Pending;
             }
             abort_armed = true;

@@ -24,13 +24,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use mesh_drain::{State, Watch};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{HttpConnectionManager, RouteConfig};
 use crate::filter::HttpChain;
-use crate::listener::{ConnGuard, Drain};
+use crate::listener::ConnGuard;
 use crate::metrics::HttpStats;
 use crate::state::Shared;
 use body::DownstreamBody;
@@ -93,7 +94,7 @@ pub(crate) struct ConnCtx {
     pub shared: Arc<Shared>,
     pub listener: Arc<HttpListener>,
     pub peer: SocketAddr,
-    pub drain: watch::Receiver<Drain>,
+    pub drain: Watch,
     started: Instant,
     /// Requests whose response has not been fully sent.
     active: AtomicU32,
@@ -109,7 +110,7 @@ pub(crate) struct ConnCtx {
     /// Wakes the connection loop when a draining connection turns out to speak HTTP/2, so it
     /// can send GOAWAY.
     h2_seen_while_draining: Notify,
-    _guard: ConnGuard,
+    pub guard: ConnGuard,
 }
 
 /// Counts a request from its head to the end of its response body.
@@ -153,10 +154,10 @@ pub(crate) async fn serve_connection(
     listener: Arc<HttpListener>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut drain: watch::Receiver<Drain>,
+    mut drain: Watch,
     guard: ConnGuard,
 ) {
-    let stats = Arc::clone(&listener.stats);
+    let stats = &listener.stats;
     stats.downstream_cx_total.inc();
     stats.downstream_cx_active.inc();
     let ctx = Arc::new(ConnCtx {
@@ -171,7 +172,7 @@ pub(crate) async fn serve_connection(
         http2: AtomicBool::new(false),
         by_hyper: AtomicBool::new(false),
         h2_seen_while_draining: Notify::new(),
-        _guard: guard,
+        guard,
     });
     if let h1::Outcome::Handoff(io) = h1::serve(&ctx, stream, &mut drain).await {
         ctx.by_hyper.store(true, Relaxed);
@@ -179,7 +180,14 @@ pub(crate) async fn serve_connection(
         // room reserved for hyper's connection state.
         Box::pin(serve_with_hyper(&ctx, &listener, io, drain)).await;
     }
-    stats.downstream_cx_active.dec();
+}
+
+// The gauge comes down when the connection's state goes, also when its task is dropped
+// unfinished (shed at the connection limit, or cut off by a drain).
+impl Drop for ConnCtx {
+    fn drop(&mut self) {
+        self.listener.stats.downstream_cx_active.dec();
+    }
 }
 
 /// The rest of a connection, served by hyper (HTTP/2, upgrades, streamed request bodies).
@@ -187,7 +195,7 @@ async fn serve_with_hyper(
     ctx: &Arc<ConnCtx>,
     listener: &HttpListener,
     io: h1::Prefixed,
-    mut drain: watch::Receiver<Drain>,
+    mut drain: Watch,
 ) {
     let stats = &listener.stats;
     let service = {
@@ -234,23 +242,19 @@ async fn serve_with_hyper(
                 }
                 break;
             }
-            changed = drain.changed() => {
-                let state = match changed {
-                    Ok(()) => *drain.borrow_and_update(),
-                    Err(_) => Drain::Abort,
-                };
+            state = drain.changed() => {
                 match state {
-                    Drain::Running => {}
+                    State::Running => {}
                     // Like Envoy: HTTP/2 gets GOAWAY (in-flight streams finish, the client
                     // knows which ones were not processed); HTTP/1.1 is not closed while idle,
                     // where a request could cross the close, but answers its next request with
                     // `Connection: close`. What is left is closed at the drain deadline.
-                    Drain::Draining => {
+                    State::Draining => {
                         draining = true;
                         ctx.draining.store(true, Relaxed);
                         http2 = ctx.http2.load(Relaxed);
                     }
-                    Drain::Abort => break,
+                    State::Aborted => break,
                 }
             }
             () = ctx.h2_seen_while_draining.notified(), if draining && !http2 => http2 = true,

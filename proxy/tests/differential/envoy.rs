@@ -89,7 +89,8 @@ impl Pair {
         let xds_addr = xds.local_addr().unwrap();
         let server = AdsServer::new(cache.clone(), Arc::new(StatusTracker::new()));
         tasks.push(tokio::spawn(async move {
-            serve(xds, server, std::future::pending()).await.unwrap();
+            let (_keep, drain) = mesh_drain::channel();
+            serve(xds, server, drain).await.unwrap();
         }));
         cache.publish(HashMap::from([
             ("envoy".to_string(), Arc::new(envoy)),
@@ -131,7 +132,8 @@ impl Pair {
         let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
         let mesh = proxy.handle();
         tasks.push(tokio::spawn(async move {
-            proxy.run(None, std::future::pending()).await.unwrap();
+            let (_keep, drain) = mesh_drain::channel();
+            proxy.run(drain).await;
         }));
         let options = XdsOptions {
             node_id: "mesh".into(),

@@ -198,12 +198,12 @@ pub async fn block<T>(
         }
     }
     let deadline = tokio::time::Instant::now() + opts.wait_with_jitter();
-    let mut shutdown = registry.shutdown.clone();
+    let mut drain = registry.drain();
     loop {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep_until(deadline) => break,
-            _ = shutdown.wait_for(|down| *down) => break,
+            () = drain.draining() => break,
         }
         let st = registry.store.read();
         if index(&st) != opts.index {

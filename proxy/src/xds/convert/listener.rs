@@ -2,7 +2,8 @@
 //! terminal one, an HTTP connection manager (HTTP filters, then the router) or a TCP proxy.
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Http1ProtocolOptions, HttpProtocolOptions, http_protocol_options::HeadersWithUnderscoresAction,
+    Http1ProtocolOptions, HttpProtocolOptions, TrafficDirection,
+    http_protocol_options::HeadersWithUnderscoresAction,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -60,14 +61,14 @@ fn convert_listener(l: Listener) -> Result<config::Listener> {
         freebind,
         socket_options,
         tcp_fast_open_queue_length: _,
-        traffic_direction: _,
+        traffic_direction,
         udp_listener_config,
         api_listener,
         connection_balance_config: _,
         reuse_port: _,
         enable_reuse_port: _,
         access_log: _,
-        tcp_backlog_size: _,
+        tcp_backlog_size,
         max_connections_to_accept_per_socket_event: _,
         bind_to_port,
         enable_mptcp,
@@ -100,11 +101,25 @@ fn convert_listener(l: Listener) -> Result<config::Listener> {
         return invalid("filter_chains", "exactly one filter chain is supported");
     };
     let (network_filters, filter) = filter_chain(chain).at("filter_chains[0]")?;
+    let direction = match TrafficDirection::try_from(traffic_direction) {
+        Ok(TrafficDirection::Unspecified) => config::TrafficDirection::Unspecified,
+        Ok(TrafficDirection::Inbound) => config::TrafficDirection::Inbound,
+        Ok(TrafficDirection::Outbound) => config::TrafficDirection::Outbound,
+        Err(_) => {
+            return invalid(
+                "traffic_direction",
+                format!("unknown value {traffic_direction}"),
+            );
+        }
+    };
+    let tcp_backlog_size = tcp_backlog_size.map(|size| size.value);
     Ok(config::Listener {
         name,
         addr,
         network_filters,
         filter,
+        tcp_backlog_size,
+        direction,
     })
 }
 

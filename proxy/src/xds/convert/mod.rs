@@ -8,8 +8,8 @@
 //! the client NACK the whole response and keep its last good configuration.
 //!
 //! Policy for the grey areas:
-//! - Access logs, tracing, stat prefixes/names, metadata, `traffic_direction`, decorators,
-//!   buffer limits, TCP keepalive/fast-open/backlog, drain settings, DNS settings of the cluster
+//! - Access logs, tracing, stat prefixes/names, metadata, decorators,
+//!   buffer limits, TCP keepalive/fast-open, drain settings, DNS settings of the cluster
 //!   types we reject anyway, HTTP/2 window and stream tuning: ignored.
 //! - Anything that changes which bytes go where, what a client sees, or when a request or
 //!   connection fails (TLS, circuit breakers, outlier detection, active health checks,

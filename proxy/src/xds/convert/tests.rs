@@ -500,14 +500,21 @@ fn listener_shape() {
     l.name.clear();
     assert!(listener_error(l).ends_with("name: must not be empty"));
 
-    // Ignored: stats, logs, direction, buffer sizes.
+    // Ignored: stats, logs, buffer sizes. Kept: direction (`/drain_listeners?inboundonly`)
+    // and the listen backlog.
     let mut l = http_listener(hcm(rds("api")));
     l.stat_prefix = "ingress".into();
     l.traffic_direction = 1;
+    l.tcp_backlog_size = Some(UInt32Value { value: 64 });
     l.per_connection_buffer_limit_bytes = Some(UInt32Value { value: 1 << 20 });
     l.address = Some(addr("::", 15001));
     let l = listener(l).unwrap();
     assert_eq!(l.addr, "[::]:15001".parse().unwrap());
+    assert_eq!(l.direction, config::TrafficDirection::Inbound);
+    assert_eq!(l.tcp_backlog_size, Some(64));
+    let plain = listener(http_listener(hcm(rds("api")))).unwrap();
+    assert_eq!(plain.direction, config::TrafficDirection::Unspecified);
+    assert_eq!(plain.tcp_backlog_size, None);
 }
 
 #[test]
