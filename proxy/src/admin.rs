@@ -217,9 +217,13 @@ async fn config_dump(State(handle): State<ProxyHandle>) -> Response {
         .map(|l| {
             let body = json!({ "version_info": version("LDS"), "listener": listener_json(l) });
             match listeners.get(&l.name).map(|s| &s.state) {
-                Some(ListenerState::Active { address }) => json!({
-                    "name": l.name, "active_state": body, "bound_address": address.to_string(),
-                }),
+                // A stopped listener (drained by /drain_listeners) is still configured and
+                // still holds its socket, as in Envoy's dump.
+                Some(ListenerState::Active { address } | ListenerState::Stopped { address }) => {
+                    json!({
+                        "name": l.name, "active_state": body, "bound_address": address.to_string(),
+                    })
+                }
                 Some(ListenerState::Failed { error }) => json!({
                     "name": l.name, "error_state": { "details": error }, "warming_state": body,
                 }),
