@@ -10,6 +10,7 @@ pub mod balance;
 mod buffers;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod http;
 pub mod listener;
 pub mod metrics;
