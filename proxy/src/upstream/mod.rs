@@ -35,6 +35,7 @@ use crate::balance::ActiveRequest;
 use crate::buffers;
 use crate::config::{Cluster, Endpoint};
 use crate::error::ProxyError;
+use crate::framing;
 use crate::http::body::{BoxError, RequestBody};
 use crate::metrics::{ClusterStats, EndpointStats};
 
@@ -130,6 +131,21 @@ impl SendError {
 enum HyperSendError {
     NotSent(ProxyError, Box<Request<RequestBody>>),
     Sent(ProxyError),
+}
+
+/// Why a request hyper's HTTP/1.1 client had started to send failed: the client's body (a
+/// malformed chunked body, the client gone), which is the client's fault and answered 400 as
+/// by Envoy, or else the upstream connection.
+fn sent_failure(error: hyper::Error) -> ProxyError {
+    // Our request body's errors are hyper's (the downstream connection's), which hyper's
+    // client reports as a user error caused by them (it keeps the cause: the error chain
+    // names it).
+    if error.is_user()
+        && std::error::Error::source(&error).is_some_and(|cause| cause.is::<hyper::Error>())
+    {
+        return ProxyError::DownstreamBody(error);
+    }
+    ProxyError::UpstreamReset(error.into())
 }
 
 impl HyperSendError {
@@ -468,7 +484,26 @@ impl EndpointPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// hyper's HTTP/1.1 client, its response head held to our framing rules as well.
     async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, PooledHttp1), HyperSendError> {
+        let head_request = req.method() == Method::HEAD;
+        let (response, conn) = self.send_h1_unchecked(req).await?;
+        // hyper reads a body framed both by `Transfer-Encoding` and by `Content-Length` as
+        // chunked, and keeps the `Content-Length` for us to pass on; it reads other codings
+        // until the close. Such a connection is not reused: dropped with its response.
+        if let Err(e) = framing::check_response(response.status(), response.headers(), head_request)
+        {
+            return Err(HyperSendError::Sent(ProxyError::UpstreamProtocol(
+                e.as_str(),
+            )));
+        }
+        Ok((response, conn))
+    }
+
+    async fn send_h1_unchecked(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledHttp1), HyperSendError> {
@@ -492,11 +527,7 @@ impl EndpointPool {
                         req = back;
                         skipped += 1;
                     }
-                    None => {
-                        return Err(HyperSendError::Sent(ProxyError::UpstreamReset(
-                            e.into_error().into(),
-                        )));
-                    }
+                    None => return Err(HyperSendError::Sent(sent_failure(e.into_error()))),
                 },
             }
         }
@@ -520,9 +551,7 @@ impl EndpointPool {
                     ProxyError::Handshake(e.into_error()),
                     Box::new(back),
                 )),
-                None => Err(HyperSendError::Sent(ProxyError::UpstreamReset(
-                    e.into_error().into(),
-                ))),
+                None => Err(HyperSendError::Sent(sent_failure(e.into_error()))),
             },
         }
     }
