@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
+use super::gate::Gate;
 use super::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
@@ -215,7 +216,7 @@ pub(crate) async fn serve(
 
         let parsed = match head {
             Head::Fast(parsed) => parsed,
-            Head::Handoff => return Outcome::Handoff(Prefixed::new(buf.freeze(), stream)),
+            Head::Handoff => return Outcome::Handoff(Prefixed::http1(buf, stream, head_limit)),
             Head::Reject(status) => {
                 let _ = write_reject(&mut stream, status).await;
                 return Outcome::Closed;
@@ -379,7 +380,7 @@ fn build_request(
 
 /// The answer to a request that never reaches the router, then the connection closes. As
 /// Envoy's codec answers: the reason phrase as a plain-text body.
-async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
+pub(super) fn reject(status: StatusCode) -> BytesMut {
     let reason = status.canonical_reason().unwrap_or("Unknown");
     let mut out = BytesMut::with_capacity(192);
     status_line(&mut out, status);
@@ -389,7 +390,11 @@ async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<
         reason.len(),
         httpdate::fmt_http_date(SystemTime::now()),
     );
-    stream.write_all(&out).await?;
+    out
+}
+
+async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
+    stream.write_all(&reject(status)).await?;
     stream.shutdown().await
 }
 
@@ -650,11 +655,33 @@ async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
 pub(crate) struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
+    /// HTTP/1.1: what hyper reads has passed the framing rules (see `gate`).
+    gate: Option<Box<Gate>>,
 }
 
 impl Prefixed {
+    /// HTTP/2 prior knowledge: `prefix` is the preface.
     fn new(prefix: Bytes, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, stream }
+        Prefixed {
+            prefix,
+            stream,
+            gate: None,
+        }
+    }
+
+    /// HTTP/1.1: `read` starts with the request head our server checked.
+    fn http1(read: BytesMut, stream: TcpStream, head_limit: usize) -> Prefixed {
+        Prefixed {
+            prefix: Bytes::new(),
+            stream,
+            gate: Some(Box::new(Gate::new(read, head_limit))),
+        }
+    }
+
+    /// Notified when a request on this connection is refused: hyper should finish what it
+    /// is writing and close (the refusal goes out last).
+    pub(crate) fn refusals(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.gate.as_ref().map(|gate| gate.refusals())
     }
 }
 
@@ -665,6 +692,9 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(gate) = &mut this.gate {
+            return gate.poll_read(&mut this.stream, cx, buf);
+        }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
@@ -700,7 +730,11 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(gate) = &mut this.gate {
+            std::task::ready!(gate.poll_answer(&mut this.stream, cx))?;
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
