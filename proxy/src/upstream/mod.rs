@@ -135,7 +135,7 @@ enum HyperSendError {
 
 /// Why a request hyper's HTTP/1.1 client had started to send failed: the client's body (a
 /// malformed chunked body, the client gone), which is the client's fault and answered 400 as
-/// by Envoy, or else the upstream connection.
+/// by Envoy, a response hyper could not parse, or else the upstream connection.
 fn sent_failure(error: hyper::Error) -> ProxyError {
     // Our request body's errors are hyper's (the downstream connection's), which hyper's
     // client reports as a user error caused by them (it keeps the cause: the error chain
@@ -144,6 +144,10 @@ fn sent_failure(error: hyper::Error) -> ProxyError {
         && std::error::Error::source(&error).is_some_and(|cause| cause.is::<hyper::Error>())
     {
         return ProxyError::DownstreamBody(error);
+    }
+    // A response hyper could not parse: a protocol error, as in Envoy (not a reset).
+    if error.is_parse() || error.is_parse_status() {
+        return ProxyError::UpstreamProtocol("invalid response head");
     }
     ProxyError::UpstreamReset(error.into())
 }
