@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes whole, byte by byte, and in pieces the first byte picks.
     let whole = decode(input, &[input.len().max(1)]);
     let bytes = decode(input, &[1]);
-    let pieces = decode(input, &[usize::from(split % 17) + 1, usize::from(split / 17) + 1]);
+    let pieces = decode(
+        input,
+        &[usize::from(split % 17) + 1, usize::from(split / 17) + 1],
+    );
     match (&whole, &bytes, &pieces) {
         (Ok(a), Ok(b), Ok(c)) => {
             assert_eq!(a, b);
@@ -63,5 +66,8 @@ fuzz_target!(|data: &[u8]| {
         wire.extend_from_slice(b"\r\n");
     }
     wire.extend_from_slice(b"0\r\nt: 1\r\n\r\n");
-    assert_eq!(decode(&wire, &[size]), Ok((input.to_vec(), Some(wire.len()))));
+    assert_eq!(
+        decode(&wire, &[size]),
+        Ok((input.to_vec(), Some(wire.len())))
+    );
 });

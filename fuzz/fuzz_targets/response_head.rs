@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
             codings += 1;
         }
     }
-    assert!(lengths <= 1 && codings <= 1 && lengths + codings <= 1, "ambiguous framing accepted");
+    assert!(
+        lengths <= 1 && codings <= 1 && lengths + codings <= 1,
+        "ambiguous framing accepted"
+    );
     let bodyless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     match head.body {
         BodyLength::Length(0) => {}

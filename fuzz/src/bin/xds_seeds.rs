@@ -58,7 +58,11 @@ fn router() -> HttpFilter {
     }
 }
 
-fn listener(name: &str, filter_name: &str, config: envoy_types::pb::google::protobuf::Any) -> Listener {
+fn listener(
+    name: &str,
+    filter_name: &str,
+    config: envoy_types::pb::google::protobuf::Any,
+) -> Listener {
     Listener {
         name: name.into(),
         address: Some(addr("127.0.0.1", 15001)),
@@ -80,7 +84,10 @@ fn routes() -> RouteConfiguration {
     };
     let to = |c: &str| RouteAction {
         cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(c.into())),
-        timeout: Some(Duration { seconds: 2, nanos: 0 }),
+        timeout: Some(Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
         retry_policy: Some(RetryPolicy {
             retry_on: "5xx,connect-failure".into(),
             num_retries: Some(UInt32Value { value: 2 }),
@@ -193,12 +200,22 @@ fn main() -> std::io::Result<()> {
         ..Default::default()
     };
     let inline = HttpConnectionManager {
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(routes())),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            routes(),
+        )),
         ..rds.clone()
     };
     let hcm = "envoy.filters.network.http_connection_manager";
-    write("listener-rds", 0, listener("rds", hcm, pack_any(rds)).encode_to_vec())?;
-    write("listener-inline", 0, listener("inline", hcm, pack_any(inline)).encode_to_vec())?;
+    write(
+        "listener-rds",
+        0,
+        listener("rds", hcm, pack_any(rds)).encode_to_vec(),
+    )?;
+    write(
+        "listener-inline",
+        0,
+        listener("inline", hcm, pack_any(inline)).encode_to_vec(),
+    )?;
     let tcp = TcpProxy {
         stat_prefix: "tcp".into(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster("db".into())),
@@ -218,7 +235,10 @@ fn main() -> std::io::Result<()> {
             eds_config: Some(ads()),
             service_name: String::new(),
         }),
-        connect_timeout: Some(Duration { seconds: 1, nanos: 0 }),
+        connect_timeout: Some(Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
         lb_policy: cluster::LbPolicy::RingHash as i32,
         ..Default::default()
     };
@@ -257,12 +277,20 @@ fn main() -> std::io::Result<()> {
         let seed = fs::read(&path)?;
         let bytes = &seed[1..];
         let accepted = match seed[0] {
-            0 => Listener::decode(bytes).map(|l| convert::listener(l).map(drop).map_err(|e| e.to_string())),
-            1 => Cluster::decode(bytes).map(|c| convert::cluster(c).map(drop).map_err(|e| e.to_string())),
-            2 => RouteConfiguration::decode(bytes)
-                .map(|rc| convert::route_configuration(rc).map(drop).map_err(|e| e.to_string())),
-            _ => ClusterLoadAssignment::decode(bytes)
-                .map(|cla| convert::load_assignment(cla).map(drop).map_err(|e| e.to_string())),
+            0 => Listener::decode(bytes)
+                .map(|l| convert::listener(l).map(drop).map_err(|e| e.to_string())),
+            1 => Cluster::decode(bytes)
+                .map(|c| convert::cluster(c).map(drop).map_err(|e| e.to_string())),
+            2 => RouteConfiguration::decode(bytes).map(|rc| {
+                convert::route_configuration(rc)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            _ => ClusterLoadAssignment::decode(bytes).map(|cla| {
+                convert::load_assignment(cla)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
         };
         println!("{}: {accepted:?}", path.display());
     }
