@@ -26,11 +26,16 @@ struct Harness {
 
 impl Harness {
     async fn start(upstream: SocketAddr) -> Harness {
+        Harness::start_with(upstream, false).await
+    }
+
+    /// `http2`: the cluster speaks h2c to `upstream`.
+    async fn start_with(upstream: SocketAddr, http2: bool) -> Harness {
         let cluster = Cluster {
             name: "u".into(),
             connect_timeout: Duration::from_secs(1),
             lb_policy: LbPolicy::RoundRobin,
-            http2: false,
+            http2,
             eds: false,
             endpoints: Arc::new(vec![Endpoint {
                 addr: upstream,
@@ -410,4 +415,63 @@ async fn later_requests_on_a_handed_off_connection_meet_the_same_rules() {
     assert_eq!(statuses(&answer), [200, 400], "{answer}");
     assert!(closed);
     h.shutdown().await;
+}
+
+/// An upstream (HTTP/1.1 or h2c, hyper's) that reads each request body whole and answers
+/// `200 ok`; how many bodies it read whole.
+async fn reading_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let whole = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&whole);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let count = Arc::clone(&count);
+                        async move {
+                            if req.into_body().collect().await.is_ok() {
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, whole)
+}
+
+/// A malformed chunked request body is the client's fault, answered 400 as by Envoy, not an
+/// upstream failure (502): to an HTTP/1.1 cluster and to an HTTP/2 one alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_request_body_is_400_to_any_cluster() {
+    for http2 in [false, true] {
+        let (upstream, whole) = reading_upstream().await;
+        let h = Harness::start_with(upstream, http2).await;
+        let good: &[u8] =
+            b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let (answer, _) = exchange(h.addr, &[good], &[1], false).await;
+        assert_eq!(statuses(&answer), [200], "http2 {http2}: {answer}");
+        for bad in [
+            &b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"[..],
+            b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
+        ] {
+            let (answer, closed) = exchange(h.addr, &[bad], &[1], true).await;
+            assert_eq!(statuses(&answer), [400], "http2 {http2}: {answer}");
+            assert!(closed, "http2 {http2}: connection left open");
+        }
+        assert_eq!(whole.load(std::sync::atomic::Ordering::Relaxed), 1);
+        h.shutdown().await;
+    }
 }

@@ -133,18 +133,10 @@ enum HyperSendError {
     Sent(ProxyError),
 }
 
-/// Why a request hyper's HTTP/1.1 client had started to send failed: the client's body (a
-/// malformed chunked body, the client gone), which is the client's fault and answered 400 as
-/// by Envoy, a response hyper could not parse, or else the upstream connection.
+/// Why a request hyper's HTTP/1.1 client had started to send failed: a response hyper could
+/// not parse, or else the upstream connection (unless the client's body failed: see
+/// `HyperSendError::hand_back`).
 fn sent_failure(error: hyper::Error) -> ProxyError {
-    // Our request body's errors are hyper's (the downstream connection's), which hyper's
-    // client reports as a user error caused by them (it keeps the cause: the error chain
-    // names it).
-    if error.is_user()
-        && std::error::Error::source(&error).is_some_and(|cause| cause.is::<hyper::Error>())
-    {
-        return ProxyError::DownstreamBody(error);
-    }
     // A response hyper could not parse: a protocol error, as in Envoy (not a reset).
     if error.is_parse() || error.is_parse_status() {
         return ProxyError::UpstreamProtocol("invalid response head");
@@ -159,6 +151,15 @@ impl HyperSendError {
             HyperSendError::NotSent(e, back) => {
                 req.hand_back(back);
                 SendError::NotSent(e)
+            }
+            // The client's streamed body failed (a malformed chunked body, the client
+            // gone): the client's fault, answered 400 as by Envoy, whatever hyper's
+            // client made of it (HTTP/1.1: a user error; HTTP/2: a stream it reset).
+            HyperSendError::Sent(ProxyError::UpstreamReset(e)) if req.body_failed() => {
+                SendError::Sent(match e.downcast::<hyper::Error>() {
+                    Ok(e) => ProxyError::DownstreamBody(*e),
+                    Err(e) => ProxyError::UpstreamReset(e),
+                })
             }
             HyperSendError::Sent(e) => SendError::Sent(e),
         }
