@@ -36,6 +36,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 (
     cd fuzz
+    cargo fmt --check
     cargo +nightly fuzz build
     mkdir -p artifacts
     for target in request_head response_head chunked xds_convert; do

@@ -181,6 +181,10 @@ impl Gate {
                 out.put_slice(&self.pending[..n]);
                 self.pending.advance(n);
                 self.ready -= n;
+                // Like our server, hold no buffer between messages.
+                if self.pending.is_empty() {
+                    buffers::put(std::mem::take(&mut self.pending));
+                }
                 return Poll::Ready(Ok(()));
             }
             if let Some(e) = self.body_error.take() {
@@ -214,15 +218,18 @@ impl Gate {
                 }
                 return Poll::Ready(Ok(()));
             }
-            if self.pending.capacity() - self.pending.len() < 1024 {
+            if self.pending.capacity() == 0 {
+                self.pending = buffers::take();
+            } else if self.pending.capacity() - self.pending.len() < 1024 {
                 self.pending.reserve(READ_CHUNK);
             }
             let before = self.pending.len();
-            ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut *stream),
-                cx,
-                &mut self.pending
-            ))?;
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.pending);
+            if read.is_pending() && self.pending.is_empty() {
+                // An idle connection holds no buffer.
+                buffers::put(std::mem::take(&mut self.pending));
+            }
+            ready!(read)?;
             if self.pending.len() == before {
                 // Closed: what did not pass never reaches hyper, which sees the close.
                 return Poll::Ready(Ok(()));
