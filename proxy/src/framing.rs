@@ -16,11 +16,12 @@
 //!   Envoy unfolds obs-fold and drops a bare CR instead: we refuse both, as RFC 9112 allows.
 //!   At most [`MAX_HEADERS`] fields.
 //! - Chunked bodies: the size is hex digits only and must fit in 64 bits; extensions follow
-//!   RFC 9112's grammar; every line ends in CRLF (Envoy accepts a bare LF after chunk data and
-//!   ignores bytes between the data and the line end: we refuse both); the size line is at
-//!   most [`MAX_CHUNK_LINE`] bytes; trailers are header fields, at most [`MAX_TRAILERS`] of
-//!   them in [`MAX_TRAILER_BYTES`].
+//!   RFC 9112's grammar and the size line is at most [`MAX_CHUNK_LINE`] bytes (Envoy takes
+//!   any bytes but LF there, at any length); every line ends in CRLF (Envoy accepts a bare LF
+//!   after chunk data and skips bytes between the data and the line end); trailers are header
+//!   fields (no obs-fold), at most [`MAX_TRAILERS`] of them in [`MAX_TRAILER_BYTES`].
 
+use std::fmt;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -40,43 +41,25 @@ pub const MAX_TRAILERS: usize = 100;
 pub const MAX_TRAILER_BYTES: usize = 60 * 1024;
 
 /// What makes a message's framing or head unacceptable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FramingError {
-    #[error("malformed head")]
     MalformedHead,
-    #[error("unsupported HTTP version")]
     UnsupportedVersion,
-    #[error("invalid method")]
     InvalidMethod,
-    #[error("invalid header name")]
     InvalidHeaderName,
-    #[error("too many header fields")]
     TooManyHeaders,
-    #[error("head too large")]
     HeadTooLarge,
-    #[error("invalid status")]
     InvalidStatus,
-    #[error("invalid content-length")]
     InvalidContentLength,
-    #[error("multiple content-length fields")]
     MultipleContentLength,
-    #[error("unsupported transfer-encoding")]
     UnsupportedTransferEncoding,
-    #[error("both content-length and transfer-encoding")]
     ContentLengthAndTransferEncoding,
-    #[error("framing fields in a response without a body")]
     BodyInBodylessResponse,
-    #[error("invalid chunk size")]
     InvalidChunkSize,
-    #[error("invalid chunk extension")]
     InvalidChunkExtension,
-    #[error("chunk size line too long")]
     ChunkLineTooLong,
-    #[error("no CRLF after chunk data")]
     InvalidChunkEnd,
-    #[error("invalid trailer field")]
     InvalidTrailer,
-    #[error("trailers too large")]
     TrailersTooLarge,
 }
 
@@ -119,6 +102,15 @@ impl FramingError {
         }
     }
 }
+
+// Display by hand: the upstream protocol error it becomes needs the text as a `&'static str`.
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for FramingError {}
 
 /// How a message body is delimited (RFC 9112 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,10 +183,6 @@ impl FramingFields {
     pub fn transfer_encoding(&mut self, value: &[u8]) {
         self.transfer_encodings = self.transfer_encodings.saturating_add(1);
         self.chunked = is_chunked(value);
-    }
-
-    pub fn has_transfer_encoding(&self) -> bool {
-        self.transfer_encodings > 0
     }
 
     /// Transfer-Encoding, when present, must be one `chunked` and alone.
