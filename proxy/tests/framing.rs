@@ -369,7 +369,7 @@ async fn later_requests_on_a_handed_off_connection_meet_the_same_rules() {
             "Not Implemented",
         ),
         (
-            b"GET /second HTTP/1.0\r\nHost: u\r\n\r\n",
+            b"GET /second HTTP/1.2\r\nHost: u\r\n\r\n",
             426,
             "Upgrade Required",
         ),

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -100,10 +100,6 @@ impl Gate {
             }
             State::Head => match framing::parse_request_head(&self.pending, self.head_limit) {
                 Ok(None) => Progress::NeedMore,
-                Ok(Some(head)) if head.version != Version::HTTP_11 => {
-                    buffers::put_header_list(head.headers);
-                    self.refuse(StatusCode::UPGRADE_REQUIRED)
-                }
                 Ok(Some(head)) => {
                     self.ready = head.len;
                     self.then_through = head.upgrade || head.method == Method::CONNECT;

@@ -10,9 +10,9 @@
 //!
 //! Anything else is handed, with the bytes read so far, to hyper for the rest of the
 //! connection ([`Outcome::Handoff`]): HTTP/2 prior knowledge, `Upgrade`, `CONNECT`, `Expect`,
-//! chunked or larger request bodies. hyper then parses the same request again; every head
-//! has passed our framing rules (`crate::framing`) first. HTTP/1.0 is refused (426), as by
-//! Envoy's default.
+//! chunked or larger request bodies, HTTP/1.0. hyper then parses the same request again;
+//! every head has passed our framing rules (`crate::framing`) first (see `gate` for the
+//! requests after it).
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -328,14 +328,12 @@ fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode>
             return Err(e.request_status());
         }
     };
-    // Envoy refuses HTTP/1.0 unless `http_protocol_options.accept_http_10` (which the xDS
-    // conversion does not accept) says otherwise, after the header checks.
-    if head.version != Version::HTTP_11 {
-        buffers::put_header_list(head.headers);
-        return Err(StatusCode::UPGRADE_REQUIRED);
-    }
-    // The rarer features are hyper's.
-    let fast = head.method != Method::CONNECT && !head.upgrade && !head.expect;
+    // HTTP/1.0 keep-alive rules and the rarer features are hyper's (whether HTTP/1.0 is
+    // served at all is the router's: `accept_http_10`).
+    let fast = head.version == Version::HTTP_11
+        && head.method != Method::CONNECT
+        && !head.upgrade
+        && !head.expect;
     let body_len = match head.body {
         BodyLength::Length(n) if fast && n <= MAX_BUFFERED_BODY => n,
         _ => {
@@ -771,6 +769,7 @@ mod tests {
     #[test]
     fn rarer_features_go_to_hyper() {
         for text in [
+            "GET / HTTP/1.0\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
@@ -850,9 +849,8 @@ mod tests {
                 400,
             ),
             ("GET / HTTP/1.2\r\n\r\n", 426),
-            // HTTP/1.0, as Envoy's default refuses it, once the header rules are met.
-            ("GET / HTTP/1.0\r\nHost: x\r\n\r\n", 426),
-            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 426),
+            // HTTP/1.0 is served (or refused) by the router, once the header rules are met.
+            ("GET / HTTP/1.0\r\nHost: x\r\n\r\n", 1),
             (
                 "POST / HTTP/1.0\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
                 400,

@@ -74,7 +74,7 @@ async fn later_heads_get_the_statuses_the_first_would() {
             &b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
             "501",
         ),
-        (b"GET / HTTP/1.0\r\n\r\n", "426"),
+        (b"GET / HTTP/1.2\r\n\r\n", "426"),
         (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", "400"),
     ] {
         let (mut gate, mut ours, mut client) = gate(b"GET /a HTTP/1.1\r\n\r\n").await;
