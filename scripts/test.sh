@@ -23,3 +23,31 @@ cargo build --quiet --bin mesh
 export MESH_BIN="$PWD/target/debug/mesh"
 echo "==> cargo test"
 cargo test --workspace --quiet
+
+# A short run of each cargo-fuzz target (fuzz/): the framing rules and the xDS conversion on
+# arbitrary bytes. Needs the nightly toolchain; cargo-fuzz is installed when missing. The
+# build is AddressSanitizer's (httparse and prost carry unsafe code); FUZZ_SECONDS per target.
+echo "==> cargo fuzz"
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
+(
+    cd fuzz
+    cargo fmt --check
+    cargo +nightly fuzz build
+    mkdir -p artifacts
+    for target in request_head response_head chunked xds_convert; do
+        mkdir -p "corpus/$target"
+        log="artifacts/$target.log"
+        if ! cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+            -max_total_time="${FUZZ_SECONDS:-20}" >"$log" 2>&1; then
+            tail -n 40 "$log"
+            echo "fuzz target $target failed: fuzz/$log, the input is in fuzz/artifacts/$target/"
+            exit 1
+        fi
+        echo "$target: $(grep -E '^Done' "$log")"
+    done
+)

@@ -11,6 +11,7 @@ mod buffers;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod framing;
 pub mod http;
 pub mod listener;
 pub mod metrics;

@@ -4,6 +4,8 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -70,7 +72,9 @@ pub enum RequestBody {
     Empty,
     /// Buffered so a retry can replay it.
     Full(Option<Bytes>),
-    Stream(DownstreamBody),
+    /// Streamed from the client; the flag is raised if the client's body fails (a malformed
+    /// chunked body, the client gone), which makes the failed send the client's fault.
+    Stream(DownstreamBody, Arc<AtomicBool>),
 }
 
 impl RequestBody {
@@ -94,7 +98,13 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Stream(body, failed) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    failed.store(true, Relaxed);
+                }
+                polled
+            }
         }
     }
 
@@ -102,7 +112,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty => true,
             RequestBody::Full(bytes) => bytes.is_none(),
-            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Stream(body, _) => body.is_end_stream(),
         }
     }
 
@@ -112,7 +122,7 @@ impl Body for RequestBody {
             RequestBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Stream(body, _) => body.size_hint(),
         }
     }
 }

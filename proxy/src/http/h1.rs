@@ -9,14 +9,14 @@
 //! buffer, and writes the response head and a body that is already there in one write.
 //!
 //! Anything else is handed, with the bytes read so far, to hyper for the rest of the
-//! connection ([`Outcome::Handoff`]): HTTP/2 prior knowledge, HTTP/1.0, `Upgrade`, `CONNECT`,
-//! `Expect`, chunked or larger request bodies. hyper then parses the same request again, so
-//! the behaviour for those is exactly hyper's.
+//! connection ([`Outcome::Handoff`]): HTTP/2 prior knowledge, `Upgrade`, `CONNECT`, `Expect`,
+//! chunked or larger request bodies, HTTP/1.0. hyper then parses the same request again;
+//! every head has passed our framing rules (`crate::framing`) first (see `gate` for the
+//! requests after it).
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use mesh_drain::{State, Watch};
@@ -35,14 +35,14 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{DownstreamBody, ResponseBody};
+use super::gate::Gate;
 use super::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
+use crate::framing::{self, BodyLength};
 
 /// Largest request body this server reads itself; longer ones go to hyper, which streams.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
-/// httparse needs a fixed header array; hyper's default limit is the same.
-const MAX_HEADERS: usize = 100;
 /// A body frame at most this long is copied behind the response head, so both leave in one
 /// write.
 const COALESCE_LIMIT: usize = 16 * 1024;
@@ -226,7 +226,7 @@ pub(crate) async fn serve(ctx: &Arc<ConnCtx>, mut stream: TcpStream, drain: &mut
         }
         let parsed = match head {
             Head::Fast(parsed) => parsed,
-            Head::Handoff => return Outcome::Handoff(Prefixed::new(buf.freeze(), stream)),
+            Head::Handoff => return Outcome::Handoff(Prefixed::http1(buf, stream, head_limit)),
             Head::Reject(status) => {
                 let _ = write_reject(&mut stream, status).await;
                 return Outcome::Closed;
@@ -429,7 +429,10 @@ async fn write_timeout(ctx: &ConnCtx, stream: &mut TcpStream, why: ReadTimeout) 
     stats
         .downstream_rq_xx
         .record(StatusCode::REQUEST_TIMEOUT.as_u16());
-    write_reject_with(stream, StatusCode::REQUEST_TIMEOUT, body).await
+    stream
+        .write_all(&reject_with(StatusCode::REQUEST_TIMEOUT, body))
+        .await?;
+    stream.shutdown().await
 }
 
 /// Reads what is there into `buf`: Ok(false) when the peer closed.
@@ -454,70 +457,38 @@ async fn read_more(
     }
 }
 
-/// Parses a complete head, or says more bytes are needed (Ok(None)).
+/// Parses a complete head, or says more bytes are needed (Ok(None)). Every head is checked
+/// against the framing rules (`crate::framing`) here, also the ones handed to hyper, so that
+/// hyper never sees a request those rules refuse.
 fn parse_head(buf: &[u8], head_limit: usize) -> Result<Option<Head>, StatusCode> {
-    // Uninitialised: filling 100 empty headers first costs more than parsing a short head.
-    let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let head = match framing::parse_request_head(buf, head_limit) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::debug!(error = %e, "request refused");
+            return Err(e.request_status());
         }
-        Err(_) => return Err(StatusCode::BAD_REQUEST),
     };
-    if len > head_limit {
-        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    }
-    // HTTP/1.0 keep-alive rules and the rarer features are hyper's.
-    if parsed.version != Some(1) {
-        return Ok(Some(Head::Handoff));
-    }
-    let method = parsed.method.unwrap_or("");
-    if method == "CONNECT" {
-        return Ok(Some(Head::Handoff));
-    }
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
-    let range = |part: &[u8]| {
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-        start..start + part.len()
-    };
-    let target = range(parsed.path.unwrap_or("").as_bytes());
-    let mut list = buffers::header_list();
-    let mut body_len: Option<u64> = None;
-    let mut close = false;
-    for h in parsed.headers.iter() {
-        let name =
-            super::headers::header_name(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
-        if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
+    // HTTP/1.0 keep-alive rules and the rarer features are hyper's (whether HTTP/1.0 is
+    // served at all is the router's: `accept_http_10`).
+    let fast = head.version == Version::HTTP_11
+        && head.method != Method::CONNECT
+        && !head.upgrade
+        && !head.expect;
+    let body_len = match head.body {
+        BodyLength::Length(n) if fast && n <= MAX_BUFFERED_BODY => n,
+        _ => {
+            buffers::put_header_list(head.headers);
             return Ok(Some(Head::Handoff));
         }
-        if name == CONTENT_LENGTH {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(StatusCode::BAD_REQUEST)?;
-            if body_len.is_some_and(|seen| seen != n) {
-                return Err(StatusCode::BAD_REQUEST);
-            }
-            body_len = Some(n);
-        } else if name == CONNECTION {
-            close |= super::headers::lists_token(h.value, "close");
-        }
-        list.push((name, range(h.value)));
-    }
-    let body_len = body_len.unwrap_or(0);
-    if body_len > MAX_BUFFERED_BODY {
-        return Ok(Some(Head::Handoff));
-    }
+    };
     Ok(Some(Head::Fast(Parsed {
-        method,
-        target,
-        headers: list,
-        len,
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
+        len: head.len,
         body_len: usize::try_from(body_len).map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?,
-        close,
+        close: head.close,
     })))
 }
 
@@ -546,28 +517,27 @@ fn build_request(
     Ok(request)
 }
 
-/// The answer to a request that never reaches the router, then the connection closes.
-async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
-    write_reject_with(stream, status, "").await
+/// The answer to a request that never reaches the router, then the connection closes. As
+/// Envoy's codec answers: the reason phrase as a plain-text body.
+pub(super) fn reject(status: StatusCode) -> BytesMut {
+    reject_with(status, status.canonical_reason().unwrap_or("Unknown"))
 }
 
-/// [`write_reject`] with a body (plain text, as Envoy's local replies).
-async fn write_reject_with(
-    stream: &mut TcpStream,
-    status: StatusCode,
-    body: &str,
-) -> io::Result<()> {
+/// [`reject`] with the body Envoy gives that refusal (plain text).
+fn reject_with(status: StatusCode, body: &str) -> BytesMut {
     let mut out = BytesMut::with_capacity(160 + body.len());
     status_line(&mut out, status);
-    out.extend_from_slice(b"connection: close\r\n");
-    if !body.is_empty() {
-        out.extend_from_slice(b"content-type: text/plain\r\n");
-    }
-    let _ = write!(out, "content-length: {}\r\ndate: ", body.len());
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body.as_bytes());
-    stream.write_all(&out).await?;
+    let _ = write!(
+        out,
+        "content-length: {}\r\ncontent-type: text/plain\r\ndate: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        httpdate::fmt_http_date(SystemTime::now()),
+    );
+    out
+}
+
+async fn write_reject(stream: &mut TcpStream, status: StatusCode) -> io::Result<()> {
+    stream.write_all(&reject(status)).await?;
     stream.shutdown().await
 }
 
@@ -587,6 +557,7 @@ fn bodyless(status: StatusCode) -> bool {
 }
 
 /// Whether the connection may carry another request after a response.
+#[derive(Debug)]
 enum Written {
     KeepAlive,
     /// The response said `Connection: close`.
@@ -670,7 +641,10 @@ async fn write_response(
     let mut out = buffers::take();
     status_line(&mut out, status);
     // What the names tell is noted on the way, rather than looked up (hashed) afterwards.
-    let (mut has_date, mut has_length, mut close) = (false, false, false);
+    let (mut has_date, mut close) = (false, false);
+    // The first valid `content-length`: a second one or one a client could read otherwise
+    // is not written.
+    let mut announced: Option<u64> = None;
     let mut field = |name: &HeaderName, value: &[u8]| {
         if name == TRANSFER_ENCODING {
             return;
@@ -678,7 +652,10 @@ async fn write_response(
         if name == DATE {
             has_date = true;
         } else if name == CONTENT_LENGTH {
-            has_length = true;
+            match framing::content_length(value) {
+                Ok(n) if announced.is_none() => announced = Some(n),
+                _ => return,
+            }
         } else if name == CONNECTION {
             close |= super::headers::lists_token(value, "close");
         }
@@ -712,15 +689,19 @@ async fn write_response(
         out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let chunked = if no_body || has_length {
-        false
+    // The body bytes still owed to the length announced; None when chunked.
+    let mut left = if no_body {
+        None
+    } else if announced.is_some() {
+        announced
     } else if let Some(len) = body.size_hint().exact() {
         let _ = write!(out, "content-length: {len}\r\n");
-        false
+        Some(len)
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        true
+        None
     };
+    let chunked = !no_body && left.is_none();
     out.extend_from_slice(b"\r\n");
     buffers::put_header_map(headers);
     if no_body {
@@ -754,7 +735,15 @@ async fn write_response(
             }
         };
         let frame = match frame {
-            Some(frame) => frame.map_err(io::Error::other)?,
+            Some(Ok(frame)) => frame,
+            // What is ready (the head at least) goes out first, as from Envoy: the client
+            // then sees the response cut short rather than no response at all.
+            Some(Err(e)) => {
+                if !out.is_empty() {
+                    let _ = stream.write_all(&out).await;
+                }
+                return Err(io::Error::other(e));
+            }
             None => break,
         };
         let Ok(data) = frame.into_data() else {
@@ -764,6 +753,14 @@ async fn write_response(
         };
         if data.is_empty() {
             continue;
+        }
+        // Defence in depth (the client refuses ambiguous framing already): never more body
+        // than announced, which the client would read as the next response.
+        if let Some(owed) = &mut left {
+            match owed.checked_sub(data.len() as u64) {
+                Some(rest) => *owed = rest,
+                None => return Err(mismatch(stream, &out).await),
+            }
         }
         if chunked {
             let _ = write!(out, "{:x}\r\n", data.len());
@@ -781,6 +778,10 @@ async fn write_response(
         stream.write_all(&out).await?;
         out.clear();
         head_sent = true;
+    }
+    // Nor less: the client would wait for the rest, or read the next response into it.
+    if left.is_some_and(|owed| owed > 0) {
+        return Err(mismatch(stream, &out).await);
     }
     if chunked {
         out.extend_from_slice(b"0\r\n\r\n");
@@ -820,6 +821,19 @@ async fn while_client_stays<F: Future>(stream: &TcpStream, work: F) -> Option<F:
     .await
 }
 
+/// A response body that does not match its `content-length`: what is written so far goes
+/// out, and the error closes the connection.
+async fn mismatch(stream: &mut TcpStream, out: &[u8]) -> io::Error {
+    tracing::debug!("response body does not match its content-length: connection closed");
+    if !out.is_empty() {
+        let _ = stream.write_all(out).await;
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "response body does not match its content-length",
+    )
+}
+
 /// Polls `future` once: its output if it is ready now, else Pending (its waker stays set).
 async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
     let mut future = std::pin::pin!(future);
@@ -830,11 +844,33 @@ async fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
 pub(crate) struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
+    /// HTTP/1.1: what hyper reads has passed the framing rules (see `gate`).
+    gate: Option<Box<Gate>>,
 }
 
 impl Prefixed {
+    /// HTTP/2 prior knowledge: `prefix` is the preface.
     fn new(prefix: Bytes, stream: TcpStream) -> Prefixed {
-        Prefixed { prefix, stream }
+        Prefixed {
+            prefix,
+            stream,
+            gate: None,
+        }
+    }
+
+    /// HTTP/1.1: `read` starts with the request head our server checked.
+    fn http1(read: BytesMut, stream: TcpStream, head_limit: usize) -> Prefixed {
+        Prefixed {
+            prefix: Bytes::new(),
+            stream,
+            gate: Some(Box::new(Gate::new(read, head_limit))),
+        }
+    }
+
+    /// Notified when a request on this connection is refused: hyper should finish what it
+    /// is writing and close (the refusal goes out last).
+    pub(crate) fn refusals(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.gate.as_ref().map(|gate| gate.refusals())
     }
 }
 
@@ -845,6 +881,9 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(gate) = &mut this.gate {
+            return gate.poll_read(&mut this.stream, cx, buf);
+        }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix.split_to(n));
@@ -880,7 +919,11 @@ impl AsyncWrite for Prefixed {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some(gate) = &mut this.gate {
+            std::task::ready!(gate.poll_answer(&mut this.stream, cx))?;
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 
@@ -993,6 +1036,142 @@ mod tests {
                 20
             ),
             431
+        );
+    }
+
+    #[test]
+    fn heads_for_hyper_meet_the_framing_rules_first() {
+        let status = |text: &str| match parse(text) {
+            Err(status) => status.as_u16(),
+            Ok(Some(Head::Handoff)) => 1,
+            Ok(_) => 0,
+        };
+        for (text, expected) in [
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 1),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+                501,
+            ),
+            ("POST / HTTP/1.0\r\nContent-Length: +5\r\n\r\n", 400),
+            (
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5x\r\n\r\n",
+                400,
+            ),
+            ("CONNECT x:443 HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 100000\r\nContent-Length: 100000\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.2\r\n\r\n", 426),
+            // HTTP/1.0 is served (or refused) by the router, once the header rules are met.
+            ("GET / HTTP/1.0\r\nHost: x\r\n\r\n", 1),
+            (
+                "POST / HTTP/1.0\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+        ] {
+            assert_eq!(status(text), expected, "{text}");
+        }
+    }
+
+    /// A connected pair of sockets: (ours, the peer's).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (ours, peer)
+    }
+
+    /// Writes `response` and closes: what was written, and what `write_response` said.
+    async fn written(mut response: Response<ResponseBody>) -> (String, io::Result<Written>) {
+        let (mut ours, mut peer) = pair().await;
+        let result = write_response(&mut ours, &mut response, false).await;
+        drop(ours);
+        let mut out = Vec::new();
+        peer.read_to_end(&mut out).await.unwrap();
+        (String::from_utf8(out).unwrap(), result)
+    }
+
+    fn response(length: Option<&'static str>, body: &'static [u8]) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(body)));
+        if let Some(length) = length {
+            response
+                .headers_mut()
+                .append(CONTENT_LENGTH, HeaderValue::from_static(length));
+        }
+        response
+    }
+
+    #[tokio::test]
+    async fn the_writer_never_sends_a_body_its_length_does_not_announce() {
+        // The body the client would read is what the length says, or the connection closes.
+        let (out, result) = written(response(Some("5"), b"hello")).await;
+        assert!(matches!(result, Ok(Written::KeepAlive)), "{result:?}");
+        assert!(out.contains("\r\ncontent-length: 5\r\n") && out.ends_with("\r\n\r\nhello"));
+        // Longer (the response-splitting case of issue 15): nothing of the body is sent.
+        let split = b"HELLOHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 8\r\n\r\nINJECTED";
+        let (out, result) = written(response(Some("5"), split)).await;
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(
+            out.ends_with("\r\n\r\n") && !out.contains("INJECTED"),
+            "{out}"
+        );
+        // Shorter: what there is goes out, then the connection closes.
+        let (out, result) = written(response(Some("10"), b"hello")).await;
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+        // A length no client may read alike is not written: the body's own length is.
+        let mut twice = response(Some("5"), b"hello");
+        twice
+            .headers_mut()
+            .append(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        let (out, result) = written(twice).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(out.matches("content-length").count(), 1, "{out}");
+        let (out, result) = written(response(Some("+5"), b"hello")).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            out.contains("\r\ncontent-length: 5\r\n") && !out.contains("+5"),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejects_are_answered_as_envoy_answers_them() {
+        let (mut ours, mut peer) = pair().await;
+        write_reject(&mut ours, StatusCode::NOT_IMPLEMENTED)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        peer.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with(
+                "HTTP/1.1 501 Not Implemented\r\ncontent-length: 15\r\ncontent-type: text/plain\r\ndate: "
+            ),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\r\nconnection: close\r\n\r\nNot Implemented"),
+            "{out}"
         );
     }
 }

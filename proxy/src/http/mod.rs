@@ -5,6 +5,7 @@
 
 pub mod body;
 mod forward;
+mod gate;
 mod h1;
 pub mod headers;
 pub mod local_reply;
@@ -222,6 +223,8 @@ async fn serve_with_hyper(
             }
         })
     };
+    // A request the framing rules refuse (see `gate`): hyper finishes and closes.
+    let refusals = io.refusals();
     let conn = listener
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -258,6 +261,10 @@ async fn serve_with_hyper(
                 }
             }
             () = ctx.h2_seen_while_draining.notified(), if draining && !http2 => http2 = true,
+            () = refused(refusals.as_deref()), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
             () = &mut sleep, if idle.is_some() && !closing => {
                 let Some(idle) = idle else { continue };
                 if ctx.active.load(Relaxed) > 0 {
@@ -279,6 +286,14 @@ async fn serve_with_hyper(
             closing = true;
             conn.as_mut().graceful_shutdown();
         }
+    }
+}
+
+/// Resolves once the connection's gate refuses a request (never without a gate).
+async fn refused(refusals: Option<&Notify>) {
+    match refusals {
+        Some(refusals) => refusals.notified().await,
+        None => std::future::pending().await,
     }
 }
 

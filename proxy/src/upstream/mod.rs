@@ -35,6 +35,7 @@ use crate::balance::ActiveRequest;
 use crate::buffers;
 use crate::config::{Cluster, Endpoint};
 use crate::error::ProxyError;
+use crate::framing;
 use crate::http::body::{BoxError, RequestBody};
 use crate::metrics::{ClusterStats, EndpointStats};
 
@@ -132,6 +133,17 @@ enum HyperSendError {
     Sent(ProxyError),
 }
 
+/// Why a request hyper's HTTP/1.1 client had started to send failed: a response hyper could
+/// not parse, or else the upstream connection (unless the client's body failed: see
+/// `HyperSendError::hand_back`).
+fn sent_failure(error: hyper::Error) -> ProxyError {
+    // A response hyper could not parse: a protocol error, as in Envoy (not a reset).
+    if error.is_parse() || error.is_parse_status() {
+        return ProxyError::UpstreamProtocol("invalid response head");
+    }
+    ProxyError::UpstreamReset(error.into())
+}
+
 impl HyperSendError {
     /// The error for the caller; an unsent request goes back to `req` for the next try.
     fn hand_back(self, req: &mut UpstreamRequest) -> SendError {
@@ -139,6 +151,15 @@ impl HyperSendError {
             HyperSendError::NotSent(e, back) => {
                 req.hand_back(back);
                 SendError::NotSent(e)
+            }
+            // The client's streamed body failed (a malformed chunked body, the client
+            // gone): the client's fault, answered 400 as by Envoy, whatever hyper's
+            // client made of it (HTTP/1.1: a user error; HTTP/2: a stream it reset).
+            HyperSendError::Sent(ProxyError::UpstreamReset(e)) if req.body_failed() => {
+                SendError::Sent(match e.downcast::<hyper::Error>() {
+                    Ok(e) => ProxyError::DownstreamBody(*e),
+                    Err(e) => ProxyError::UpstreamReset(e),
+                })
             }
             HyperSendError::Sent(e) => SendError::Sent(e),
         }
@@ -468,7 +489,26 @@ impl EndpointPool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
+    /// hyper's HTTP/1.1 client, its response head held to our framing rules as well.
     async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, PooledHttp1), HyperSendError> {
+        let head_request = req.method() == Method::HEAD;
+        let (response, conn) = self.send_h1_unchecked(req).await?;
+        // hyper reads a body framed both by `Transfer-Encoding` and by `Content-Length` as
+        // chunked, and keeps the `Content-Length` for us to pass on; it reads other codings
+        // until the close. Such a connection is not reused: dropped with its response.
+        if let Err(e) = framing::check_response(response.status(), response.headers(), head_request)
+        {
+            return Err(HyperSendError::Sent(ProxyError::UpstreamProtocol(
+                e.as_str(),
+            )));
+        }
+        Ok((response, conn))
+    }
+
+    async fn send_h1_unchecked(
         self: &Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, PooledHttp1), HyperSendError> {
@@ -492,11 +532,7 @@ impl EndpointPool {
                         req = back;
                         skipped += 1;
                     }
-                    None => {
-                        return Err(HyperSendError::Sent(ProxyError::UpstreamReset(
-                            e.into_error().into(),
-                        )));
-                    }
+                    None => return Err(HyperSendError::Sent(sent_failure(e.into_error()))),
                 },
             }
         }
@@ -520,9 +556,7 @@ impl EndpointPool {
                     ProxyError::Handshake(e.into_error()),
                     Box::new(back),
                 )),
-                None => Err(HyperSendError::Sent(ProxyError::UpstreamReset(
-                    e.into_error().into(),
-                ))),
+                None => Err(HyperSendError::Sent(sent_failure(e.into_error()))),
             },
         }
     }

@@ -5,6 +5,9 @@
 //! clients need a `Request` of their own: the head is moved into it, or cloned when another
 //! try may need it, and a request hyper hands back unsent is kept for the next try.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
@@ -63,6 +66,8 @@ pub struct UpstreamRequest {
     pub upgrade: bool,
     /// A request hyper handed back unsent, for the next try.
     returned: Option<Box<Request<RequestBody>>>,
+    /// Raised when the streamed body the client sends fails (see `RequestBody::Stream`).
+    stream_failed: Option<Arc<AtomicBool>>,
 }
 
 impl UpstreamRequest {
@@ -85,6 +90,7 @@ impl UpstreamRequest {
             keep: false,
             upgrade: false,
             returned: None,
+            stream_failed: None,
         }
     }
 
@@ -116,7 +122,12 @@ impl UpstreamRequest {
         let body = match &mut self.body {
             BodySource::Empty => RequestBody::Empty,
             BodySource::Buffered(bytes) => RequestBody::full(bytes.clone()),
-            BodySource::Stream(body) => RequestBody::Stream(body.take()?),
+            BodySource::Stream(body) => {
+                let body = body.take()?;
+                let failed = Arc::new(AtomicBool::new(false));
+                self.stream_failed = Some(Arc::clone(&failed));
+                RequestBody::Stream(body, failed)
+            }
         };
         let mut req = Request::new(body);
         if self.keep {
@@ -133,6 +144,13 @@ impl UpstreamRequest {
             req.headers_mut().insert(name.clone(), value.clone());
         }
         Some(req)
+    }
+
+    /// Whether the client's streamed body failed while a try sent it.
+    pub(crate) fn body_failed(&self) -> bool {
+        self.stream_failed
+            .as_ref()
+            .is_some_and(|failed| failed.load(Relaxed))
     }
 
     /// Keeps a request hyper did not send for the next try.
