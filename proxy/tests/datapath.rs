@@ -1641,21 +1641,8 @@ async fn idle_and_slow_header_connections_are_closed() {
     // deadline for the whole head, not reset by each byte.
     let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
     let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
-    let mut answer = Vec::new();
-    for byte in head {
-        if stream.write_all(&[*byte]).await.is_err() {
-            break;
-        }
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    let (rest, _) = answer_then_close(&mut stream).await;
-    answer.extend_from_slice(rest.as_bytes());
-    assert_timeout_reply(&String::from_utf8_lossy(&answer), "request header timeout");
+    let answer = drip(&mut stream, head).await;
+    assert_timeout_reply(&answer, "request header timeout");
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
         stats.contains("http.http.downstream_cx_idle_timeout: 1"),
@@ -1680,6 +1667,26 @@ async fn answer_then_close(stream: &mut TcpStream) -> (String, Duration) {
         String::from_utf8_lossy(&answer).into_owned(),
         started.elapsed(),
     )
+}
+
+/// Sends `bytes` one at a time, each after waiting up to 50 ms for an answer, until the
+/// proxy answers or closes; then reads to the close. What the proxy sent.
+async fn drip(stream: &mut TcpStream, bytes: &[u8]) -> String {
+    let mut answer = Vec::new();
+    for byte in bytes {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let (rest, _) = answer_then_close(stream).await;
+    answer.extend_from_slice(rest.as_bytes());
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Envoy's answer to a request that did not arrive in time: 408 with `body`, then close.
@@ -1876,21 +1883,8 @@ async fn a_request_that_arrives_too_slowly_gets_the_request_timeout() {
         .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    for _ in 0..1000 {
-        if stream.write_all(b"x").await.is_err() {
-            break;
-        }
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-    }
-    let (rest, _) = answer_then_close(&mut stream).await;
-    answer.extend_from_slice(rest.as_bytes());
-    assert_timeout_reply(&String::from_utf8_lossy(&answer), "request timeout");
+    let answer = drip(&mut stream, &[b'x'; 1000]).await;
+    assert_timeout_reply(&answer, "request timeout");
     assert_eq!(a.hits.load(Ordering::Relaxed), 0);
     // A request that arrives in time is not affected.
     let r = get(&h1_client(), &h.url("http", "/"), &[]).await;

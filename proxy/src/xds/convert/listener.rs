@@ -424,28 +424,15 @@ fn http1_options(o: Http1ProtocolOptions) -> Result<Http1Options> {
 fn hcm_upgrades(
     configs: Vec<http_connection_manager::UpgradeConfig>,
 ) -> Result<Vec<config::UpgradeConfig>> {
-    let mut out: Vec<config::UpgradeConfig> = Vec::with_capacity(configs.len());
-    for (i, c) in configs.into_iter().enumerate() {
+    super::upgrade_configs(configs, |c| {
         let http_connection_manager::UpgradeConfig {
             upgrade_type,
             filters,
             enabled,
         } = c;
-        let at = format!("[{i}]");
-        unsupported(&format!("{at}.filters"), &filters)?;
-        let upgrade_type = super::upgrade_type(&format!("{at}.upgrade_type"), &upgrade_type)?;
-        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
-            return invalid(
-                format!("{at}.upgrade_type"),
-                format!("{upgrade_type:?} is configured twice"),
-            );
-        }
-        out.push(config::UpgradeConfig {
-            upgrade_type,
-            enabled: enabled.is_none_or(|e| e.value),
-        });
-    }
-    Ok(out)
+        unsupported("filters", &filters)?;
+        Ok((upgrade_type, enabled))
+    })
 }
 
 /// The HCM's `common_http_protocol_options`: only the connection idle timeout (default 1 h,

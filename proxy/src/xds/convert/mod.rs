@@ -211,6 +211,30 @@ fn optional_duration(path: &str, d: &Option<pbwkt::Duration>) -> Result<Option<D
     }
 }
 
+/// An `upgrade_configs` list, the HCM's or a route's: `entry` takes one entry apart (refusing
+/// what its message adds) into its type and `enabled`; each type may appear once.
+fn upgrade_configs<T>(
+    configs: Vec<T>,
+    entry: impl Fn(T) -> Result<(String, Option<pbwkt::BoolValue>)>,
+) -> Result<Vec<config::UpgradeConfig>> {
+    let mut out: Vec<config::UpgradeConfig> = Vec::with_capacity(configs.len());
+    for (i, c) in configs.into_iter().enumerate() {
+        let (name, enabled) = entry(c).at(format_args!("[{i}]"))?;
+        let upgrade_type = upgrade_type("upgrade_type", &name).at(format_args!("[{i}]"))?;
+        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
+            return invalid(
+                format!("[{i}].upgrade_type"),
+                format!("{upgrade_type:?} is configured twice"),
+            );
+        }
+        out.push(config::UpgradeConfig {
+            upgrade_type,
+            enabled: enabled.is_none_or(|e| e.value),
+        });
+    }
+    Ok(out)
+}
+
 /// An `upgrade_configs` type: a token, lower-cased for matching. CONNECT and h2c are refused
 /// (see `listener::hcm_upgrades`).
 fn upgrade_type(path: &str, name: &str) -> Result<String> {

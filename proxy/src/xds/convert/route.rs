@@ -587,28 +587,15 @@ fn forward(
 /// A route's `upgrade_configs`: overrides of the connection manager's (see
 /// `listener::hcm_upgrades` for what is refused and why).
 fn route_upgrades(configs: Vec<route_action::UpgradeConfig>) -> Result<Vec<config::UpgradeConfig>> {
-    let mut out: Vec<config::UpgradeConfig> = Vec::with_capacity(configs.len());
-    for (i, c) in configs.into_iter().enumerate() {
+    super::upgrade_configs(configs, |c| {
         let route_action::UpgradeConfig {
             upgrade_type,
             enabled,
             connect_config,
         } = c;
-        let at = format!("[{i}]");
-        unsupported(&format!("{at}.connect_config"), &connect_config)?;
-        let upgrade_type = super::upgrade_type(&format!("{at}.upgrade_type"), &upgrade_type)?;
-        if out.iter().any(|u| u.upgrade_type == upgrade_type) {
-            return invalid(
-                format!("{at}.upgrade_type"),
-                format!("{upgrade_type:?} is configured twice"),
-            );
-        }
-        out.push(config::UpgradeConfig {
-            upgrade_type,
-            enabled: enabled.is_none_or(|e| e.value),
-        });
-    }
-    Ok(out)
+        unsupported("connect_config", &connect_config)?;
+        Ok((upgrade_type, enabled))
+    })
 }
 
 fn weighted_clusters(w: WeightedCluster) -> Result<Vec<config::WeightedCluster>> {
