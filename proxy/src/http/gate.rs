@@ -10,7 +10,13 @@
 //!
 //! Bytes after an `Upgrade` or `CONNECT` request pass unchecked: they may be another
 //! protocol once the upstream agreed.
+//!
+//! The gate also keeps the connection manager's deadline on each head, from the head's
+//! first byte (hyper's own `header_read_timeout` would run from the end of the previous
+//! response, closing idle keep-alive connections, and close without an answer): a head not
+//! whole in time is refused with Envoy's 408, as our server refuses it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +28,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use tokio::time::{Instant, Sleep};
+
+use super::h1::{ReadLimits, ReadTimeout, timeout_reply};
 use crate::buffers::{self, READ_CHUNK};
 use crate::framing::{self, BodyLength, ChunkStep, ChunkedDecoder, FramingError};
+use crate::metrics::HttpStats;
 
 #[derive(Debug)]
 enum State {
@@ -52,6 +62,10 @@ pub(crate) struct Gate {
     refused: Arc<Notify>,
     /// The refusal's answer, still to write before the connection closes.
     answer: Option<BytesMut>,
+    limits: ReadLimits,
+    /// The deadline of the head being read, from its first byte.
+    head_deadline: Option<(Pin<Box<Sleep>>, ReadTimeout)>,
+    stats: Arc<HttpStats>,
 }
 
 /// What the gate made of what it holds.
@@ -63,7 +77,12 @@ enum Progress {
 
 impl Gate {
     /// `read`: what our server read and did not consume (it starts with a head it checked).
-    pub(crate) fn new(read: BytesMut, head_limit: usize) -> Gate {
+    pub(crate) fn new(
+        read: BytesMut,
+        head_limit: usize,
+        limits: ReadLimits,
+        stats: Arc<HttpStats>,
+    ) -> Gate {
         Gate {
             pending: read,
             ready: 0,
@@ -73,6 +92,9 @@ impl Gate {
             body_error: None,
             refused: Arc::new(Notify::new()),
             answer: None,
+            limits,
+            head_deadline: None,
+            stats,
         }
     }
 
@@ -101,6 +123,7 @@ impl Gate {
             State::Head => match framing::parse_request_head(&self.pending, self.head_limit) {
                 Ok(None) => Progress::NeedMore,
                 Ok(Some(head)) => {
+                    self.head_deadline = None;
                     self.ready = head.len;
                     self.then_through = head.upgrade || head.method == Method::CONNECT;
                     self.state = match head.body {
@@ -159,10 +182,29 @@ impl Gate {
     }
 
     fn refuse(&mut self, status: StatusCode) -> Progress {
+        self.refuse_with(super::h1::reject(status))
+    }
+
+    fn refuse_with(&mut self, answer: BytesMut) -> Progress {
         self.state = State::Refused;
-        self.answer = Some(super::h1::reject(status));
+        self.answer = Some(answer);
         self.refused.notify_one();
         Progress::Refused
+    }
+
+    /// A head has begun: whether its deadline passed (the deadline is set at the first call).
+    fn head_late(&mut self, cx: &mut Context<'_>) -> bool {
+        let (sleep, why) = self.head_deadline.get_or_insert_with(|| {
+            let (at, why) = self.limits.start(Instant::now()).head();
+            (Box::pin(tokio::time::sleep_until(at)), why)
+        });
+        if sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let answer = timeout_reply(&self.stats, *why);
+        self.head_deadline = None;
+        self.refuse_with(answer);
+        true
     }
 
     pub(crate) fn poll_read(
@@ -218,6 +260,9 @@ impl Gate {
                 self.pending = buffers::take();
             } else if self.pending.capacity() - self.pending.len() < 1024 {
                 self.pending.reserve(READ_CHUNK);
+            }
+            if matches!(self.state, State::Head) && !self.pending.is_empty() && self.head_late(cx) {
+                return Poll::Pending;
             }
             let before = self.pending.len();
             let read = tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut self.pending);

@@ -40,6 +40,7 @@ use super::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 use super::{ConnCtx, Started, forward};
 use crate::buffers::{self, READ_CHUNK};
 use crate::framing::{self, BodyLength};
+use crate::metrics::HttpStats;
 
 /// Largest request body this server reads itself; longer ones go to hyper, which streams.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -226,7 +227,7 @@ pub(crate) async fn serve(ctx: &Arc<ConnCtx>, mut stream: TcpStream, drain: &mut
         }
         let parsed = match head {
             Head::Fast(parsed) => parsed,
-            Head::Handoff => return Outcome::Handoff(Prefixed::http1(buf, stream, head_limit)),
+            Head::Handoff => return Outcome::Handoff(Prefixed::http1(buf, stream, ctx)),
             Head::Reject(status) => {
                 let _ = write_reject(&mut stream, status).await;
                 return Outcome::Closed;
@@ -319,7 +320,7 @@ pub(crate) const DEFAULT_HEADERS_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which limit a request ran into while it was being read, each answered as Envoy does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadTimeout {
+pub(super) enum ReadTimeout {
     /// `request_headers_timeout` (or [`DEFAULT_HEADERS_TIMEOUT`]).
     Headers,
     /// `stream_idle_timeout`: nothing new arrived for that long.
@@ -330,14 +331,14 @@ enum ReadTimeout {
 
 /// The connection manager's limits on reading a request.
 #[derive(Debug, Clone, Copy)]
-struct ReadLimits {
-    headers: Duration,
-    idle: Option<Duration>,
-    request: Option<Duration>,
+pub(super) struct ReadLimits {
+    pub(super) headers: Duration,
+    pub(super) idle: Option<Duration>,
+    pub(super) request: Option<Duration>,
 }
 
 impl ReadLimits {
-    fn of(hcm: &crate::config::HttpConnectionManager) -> ReadLimits {
+    pub(super) fn of(hcm: &crate::config::HttpConnectionManager) -> ReadLimits {
         ReadLimits {
             headers: hcm
                 .request_headers_timeout
@@ -348,7 +349,7 @@ impl ReadLimits {
         }
     }
 
-    fn start(self, now: Instant) -> Deadlines {
+    pub(super) fn start(self, now: Instant) -> Deadlines {
         Deadlines {
             headers: now + self.headers,
             // Envoy's idle timer is not reset by the bytes of an incomplete head (its codec
@@ -362,7 +363,7 @@ impl ReadLimits {
 
 /// One request's deadlines, from (about) its first byte.
 #[derive(Debug, Clone, Copy)]
-struct Deadlines {
+pub(super) struct Deadlines {
     headers: Instant,
     head_idle: Option<Instant>,
     idle: Option<Duration>,
@@ -371,7 +372,7 @@ struct Deadlines {
 
 impl Deadlines {
     /// The earliest limit on the head, and which it is.
-    fn head(&self) -> (Instant, ReadTimeout) {
+    pub(super) fn head(&self) -> (Instant, ReadTimeout) {
         let mut earliest = (self.headers, ReadTimeout::Headers);
         for (at, why) in [
             (self.head_idle, ReadTimeout::StreamIdle),
@@ -411,7 +412,15 @@ impl Deadlines {
 /// Answers a request that did not arrive in time, as Envoy does (408 and its body, the
 /// matching `http.<prefix>.downstream_rq_*timeout` counter), then the connection closes.
 async fn write_timeout(ctx: &ConnCtx, stream: &mut TcpStream, why: ReadTimeout) -> io::Result<()> {
-    let stats = &ctx.listener.stats;
+    stream
+        .write_all(&timeout_reply(&ctx.listener.stats, why))
+        .await?;
+    stream.shutdown().await
+}
+
+/// Envoy's 408 for a request that did not arrive in time, counted in its
+/// `downstream_rq_*timeout` counter.
+pub(super) fn timeout_reply(stats: &HttpStats, why: ReadTimeout) -> BytesMut {
     let body = match why {
         ReadTimeout::Headers => {
             stats.downstream_rq_header_timeout.inc();
@@ -429,10 +438,7 @@ async fn write_timeout(ctx: &ConnCtx, stream: &mut TcpStream, why: ReadTimeout) 
     stats
         .downstream_rq_xx
         .record(StatusCode::REQUEST_TIMEOUT.as_u16());
-    stream
-        .write_all(&reject_with(StatusCode::REQUEST_TIMEOUT, body))
-        .await?;
-    stream.shutdown().await
+    reject_with(StatusCode::REQUEST_TIMEOUT, body)
 }
 
 /// Reads what is there into `buf`: Ok(false) when the peer closed.
@@ -859,11 +865,17 @@ impl Prefixed {
     }
 
     /// HTTP/1.1: `read` starts with the request head our server checked.
-    fn http1(read: BytesMut, stream: TcpStream, head_limit: usize) -> Prefixed {
+    fn http1(read: BytesMut, stream: TcpStream, ctx: &ConnCtx) -> Prefixed {
+        let hcm = &ctx.listener.hcm;
         Prefixed {
             prefix: Bytes::new(),
             stream,
-            gate: Some(Box::new(Gate::new(read, head_limit))),
+            gate: Some(Box::new(Gate::new(
+                read,
+                hcm.max_request_headers_bytes.max(1024),
+                ReadLimits::of(hcm),
+                Arc::clone(&ctx.listener.stats),
+            ))),
         }
     }
 

@@ -67,12 +67,9 @@ impl HttpListener {
         builder
             .http1()
             .timer(TokioTimer::new())
-            // The same limit as our own server's; hyper answers 408 when it passes.
-            .header_read_timeout(Some(
-                hcm.request_headers_timeout
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(h1::DEFAULT_HEADERS_TIMEOUT),
-            ))
+            // The head deadline is the framing gate's (`gate`): from each head's first byte,
+            // answered 408. hyper's would run from the end of the previous response.
+            .header_read_timeout(None)
             .max_buf_size(head_limit)
             .keep_alive(true);
         builder

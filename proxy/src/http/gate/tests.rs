@@ -8,7 +8,18 @@ async fn gate(first: &[u8]) -> (Gate, TcpStream, TcpStream) {
         .await
         .unwrap();
     let (ours, _) = listener.accept().await.unwrap();
-    (Gate::new(BytesMut::from(first), 60 * 1024), ours, client)
+    let limits = ReadLimits {
+        headers: std::time::Duration::from_secs(60),
+        idle: None,
+        request: None,
+    };
+    let gate = Gate::new(
+        BytesMut::from(first),
+        60 * 1024,
+        limits,
+        Arc::new(HttpStats::default()),
+    );
+    (gate, ours, client)
 }
 
 /// What hyper would read: until the client's bytes run out (a short wait shows that), the
