@@ -228,22 +228,36 @@ pub fn envoy_bin() -> Option<PathBuf> {
     None
 }
 
-/// A stock Envoy process, killed when dropped.
+/// A stock Envoy process with its log, killed when dropped.
 pub struct EnvoyProcess {
     pub child: Child,
     pub admin: SocketAddr,
+    log: PathBuf,
 }
 
 impl EnvoyProcess {
+    /// Envoy on `bootstrap_yaml` (written to `dir/envoy.yaml`), logging to `dir/envoy.log`.
     pub fn start(
         envoy: &Path,
         bootstrap_yaml: &str,
         admin: SocketAddr,
         dir: &Path,
     ) -> EnvoyProcess {
+        EnvoyProcess::start_with_args(envoy, bootstrap_yaml, admin, dir, &[])
+    }
+
+    /// [`EnvoyProcess::start`] with more command-line arguments.
+    pub fn start_with_args(
+        envoy: &Path,
+        bootstrap_yaml: &str,
+        admin: SocketAddr,
+        dir: &Path,
+        args: &[&str],
+    ) -> EnvoyProcess {
         let config = dir.join("envoy.yaml");
         std::fs::write(&config, bootstrap_yaml).expect("cannot write the Envoy bootstrap");
-        let log = std::fs::File::create(dir.join("envoy.log")).expect("cannot create envoy.log");
+        let log = dir.join("envoy.log");
+        let stderr = std::fs::File::create(&log).expect("cannot create envoy.log");
         let child = Command::new(envoy)
             .arg("-c")
             .arg(&config)
@@ -254,11 +268,23 @@ impl EnvoyProcess {
                 "--log-level",
                 "warn",
             ])
+            .args(args)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()
             .expect("cannot start envoy");
-        EnvoyProcess { child, admin }
+        EnvoyProcess { child, admin, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics, with its log, if Envoy has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("envoy exited ({status}):\n{}", self.log());
+        }
     }
 
     pub fn admin_url(&self, path: &str) -> String {
