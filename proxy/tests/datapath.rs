@@ -1643,13 +1643,44 @@ async fn idle_and_slow_header_connections_are_closed() {
     let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
     let answer = drip(&mut stream, head).await;
     assert_timeout_reply(&answer, "request header timeout");
+    // On a connection served by hyper (its first request had a chunked body), the same limit.
+    let mut stream = TcpStream::connect(h.addr("slow-head")).await.unwrap();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    // Idle longer than the header timeout: still open (the deadline runs from a head's first
+    // byte), and served.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut stream).await;
+    assert_eq!(status, 200);
+    // Then a head that never completes: Envoy's 408.
+    stream.write_all(b"GET / HTTP/1.1\r\nHost").await.unwrap();
+    let (answer, waited) = answer_then_close(&mut stream).await;
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(
+        answer.contains("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer:?}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\nrequest header timeout"),
+        "{answer:?}"
+    );
     let (_, stats) = h.admin_get("/stats").await;
     assert!(
         stats.contains("http.http.downstream_cx_idle_timeout: 1"),
         "{stats}"
     );
     assert!(
-        stats.contains("http.slow-head.downstream_rq_header_timeout: 2"),
+        stats.contains("http.slow-head.downstream_rq_header_timeout: 3"),
         "{stats}"
     );
     h.shutdown().await;
