@@ -2,7 +2,9 @@
 //! The data path end to end, in-process: configurations built by hand are pushed through the
 //! watch channel into the runtime, clients and backends are real sockets on 127.0.0.1.
 
-use std::collections::{BTreeMap, HashMap};
+mod support;
+
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,12 +25,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
+use mesh_proxy::admin::AdminOptions;
 use mesh_proxy::config::*;
-use mesh_proxy::runtime::{ListenerState, Proxy, ProxyHandle, ProxyOptions};
+use mesh_proxy::runtime::{ListenerState, ProxyOptions};
 use mesh_proxy::xds::XdsStats;
+use support::config::*;
+use support::harness::Harness;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type TestBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -200,266 +204,6 @@ async fn tcp_echo() -> SocketAddr {
 async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Configuration builders
-
-fn any_addr() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
-    Cluster {
-        name: name.into(),
-        connect_timeout: Duration::from_secs(1),
-        lb_policy: LbPolicy::RoundRobin,
-        http2: false,
-        eds: false,
-        endpoints: Arc::new(
-            addrs
-                .iter()
-                .map(|addr| Endpoint {
-                    addr: *addr,
-                    weight: 1,
-                    healthy: true,
-                })
-                .collect(),
-        ),
-        max_requests_per_connection: None,
-    }
-}
-
-fn path_prefix(prefix: &str) -> RouteMatch {
-    RouteMatch {
-        path: PathMatch::Prefix(prefix.into()),
-        case_sensitive: true,
-        headers: vec![],
-        query_parameters: vec![],
-    }
-}
-
-fn forward_action(target: ClusterTarget) -> ForwardAction {
-    ForwardAction {
-        target,
-        prefix_rewrite: None,
-        host_rewrite_literal: None,
-        timeout: Duration::from_secs(15),
-        idle_timeout: None,
-        retry: None,
-        hash_policy: vec![],
-        upgrades: vec![],
-        cors: None,
-    }
-}
-
-fn to(cluster: &str) -> ForwardAction {
-    forward_action(ClusterTarget::Cluster(cluster.into()))
-}
-
-fn route(name: &str, matcher: RouteMatch, action: RouteAction) -> Route {
-    Route {
-        name: name.into(),
-        matcher,
-        action,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        filter_configs: Default::default(),
-    }
-}
-
-fn forward(name: &str, prefix: &str, action: ForwardAction) -> Route {
-    route(
-        name,
-        path_prefix(prefix),
-        RouteAction::Forward(Arc::new(action)),
-    )
-}
-
-fn vhost(routes: Vec<Route>) -> VirtualHost {
-    VirtualHost {
-        name: "default".into(),
-        domains: vec![DomainMatch::Any],
-        routes,
-        cors: None,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        filter_configs: Default::default(),
-    }
-}
-
-fn route_config(name: &str, vhosts: Vec<VirtualHost>) -> RouteConfig {
-    RouteConfig {
-        name: name.into(),
-        virtual_hosts: vhosts,
-        request_headers: Default::default(),
-        response_headers: Default::default(),
-        filter_configs: Default::default(),
-    }
-}
-
-fn hcm(prefix: &str, routes: RouteSource) -> HttpConnectionManager {
-    HttpConnectionManager {
-        stat_prefix: prefix.into(),
-        routes,
-        http_filters: vec![],
-        max_request_headers_bytes: 60 * 1024,
-        idle_timeout: Some(Duration::from_secs(3600)),
-        request_headers_timeout: None,
-        stream_idle_timeout: Some(Duration::from_secs(300)),
-        request_timeout: None,
-        upgrades: vec![],
-        accept_http_10: false,
-        default_host_for_http_10: None,
-    }
-}
-
-fn http_listener_with(name: &str, hcm: HttpConnectionManager) -> Listener {
-    Listener {
-        name: name.into(),
-        addr: any_addr(),
-        network_filters: vec![],
-        filter: ListenerFilter::Http(Arc::new(hcm)),
-        tcp_backlog_size: None,
-        direction: TrafficDirection::Unspecified,
-    }
-}
-
-fn http_listener(name: &str, rc: RouteConfig) -> Listener {
-    http_listener_with(name, hcm(name, RouteSource::Inline(Arc::new(rc))))
-}
-
-fn header(name: &str, value: &str, action: AppendAction) -> HeaderValueOption {
-    HeaderValueOption {
-        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
-        value: HeaderValue::from_str(value).unwrap(),
-        action,
-    }
-}
-
-fn retry_policy(num_retries: u32) -> RetryPolicy {
-    RetryPolicy {
-        retry_on_5xx: false,
-        retry_on_gateway_error: false,
-        retry_on_connect_failure: false,
-        retry_on_reset: false,
-        retriable_status_codes: vec![],
-        num_retries,
-        per_try_timeout: None,
-        backoff_base: Duration::from_millis(5),
-        backoff_max: Duration::from_millis(50),
-    }
-}
-
-fn proxy_config(listeners: Vec<Listener>, clusters: Vec<Cluster>) -> ProxyConfig {
-    ProxyConfig {
-        listeners: listeners
-            .into_iter()
-            .map(|l| (l.name.clone(), Arc::new(l)))
-            .collect(),
-        clusters: clusters
-            .into_iter()
-            .map(|c| (c.name.clone(), Arc::new(c)))
-            .collect(),
-        routes: BTreeMap::new(),
-        versions: BTreeMap::from([("LDS", "1".to_owned()), ("CDS", "1".to_owned())]),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The proxy under test
-
-struct Harness {
-    tx: watch::Sender<Arc<ProxyConfig>>,
-    handle: ProxyHandle,
-    admin: SocketAddr,
-    stop: Option<mesh_drain::Signal>,
-    task: Option<JoinHandle<()>>,
-    xds: Arc<XdsStats>,
-}
-
-impl Harness {
-    async fn start(config: ProxyConfig) -> Harness {
-        let config = Arc::new(config);
-        let (tx, rx) = watch::channel(Arc::clone(&config));
-        let xds = Arc::new(XdsStats::default());
-        let proxy = Proxy::new(
-            rx,
-            Arc::clone(&xds),
-            ProxyOptions {
-                drain_timeout: Duration::from_secs(2),
-                // Every test's traffic meets the idle sweeper often.
-                idle_sweep_period: Duration::from_millis(50),
-                ..ProxyOptions::default()
-            },
-        );
-        let handle = proxy.handle();
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = admin_listener.local_addr().unwrap();
-        let (stop, drain) = mesh_drain::channel();
-        tokio::spawn(mesh_proxy::admin::serve(
-            admin_listener,
-            handle.clone(),
-            Default::default(),
-            drain.clone(),
-        ));
-        let task = tokio::spawn(proxy.run(drain));
-        handle.wait_applied(&config).await;
-        Harness {
-            tx,
-            handle,
-            admin,
-            stop: Some(stop),
-            task: Some(task),
-            xds,
-        }
-    }
-
-    async fn push(&self, config: ProxyConfig) {
-        let config = Arc::new(config);
-        self.tx.send_replace(Arc::clone(&config));
-        tokio::time::timeout(Duration::from_secs(5), self.handle.wait_applied(&config))
-            .await
-            .unwrap();
-    }
-
-    fn addr(&self, listener: &str) -> SocketAddr {
-        self.handle.listener_addr(listener).unwrap_or_else(|| {
-            panic!(
-                "listener {listener} not active: {:?}",
-                self.handle.listeners()
-            )
-        })
-    }
-
-    fn url(&self, listener: &str, path: &str) -> String {
-        format!("http://{}{path}", self.addr(listener))
-    }
-
-    async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let r = h1_client()
-            .get(format!("http://{}{path}", self.admin).parse().unwrap())
-            .await
-            .unwrap();
-        let status = r.status();
-        let body = r.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn shutdown(mut self) {
-        // Kept until the proxy is done: dropping the signal would cut the drain short.
-        let stop = self.stop.take();
-        if let Some(stop) = &stop {
-            stop.start();
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        drop(stop);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1534,25 +1278,20 @@ async fn admin_reports_readiness_stats_config_and_clusters() {
 async fn a_full_connection_limit_closes_new_connections() {
     let a = backend("a").await;
     let rc = route_config("rc", vec![vhost(vec![forward("a", "/", to("a"))])]);
-    let config = Arc::new(proxy_config(
-        vec![http_listener("http", rc)],
-        vec![cluster("a", &[a.addr])],
-    ));
-    let (_tx, rx) = watch::channel(Arc::clone(&config));
-    let proxy = Proxy::new(
-        rx,
-        Arc::new(XdsStats::default()),
+    let h = Harness::start_with(
+        proxy_config(
+            vec![http_listener("http", rc)],
+            vec![cluster("a", &[a.addr])],
+        ),
         ProxyOptions {
             max_connections: 1,
             drain_timeout: Duration::from_secs(1),
             ..ProxyOptions::default()
         },
-    );
-    let handle = proxy.handle();
-    let (stop, drain) = mesh_drain::channel();
-    let task = tokio::spawn(proxy.run(drain));
-    handle.wait_applied(&config).await;
-    let addr = handle.listener_addr("http").unwrap();
+        AdminOptions::default(),
+    )
+    .await;
+    let addr = h.addr("http");
     let client = h1_client();
     assert_eq!(
         get(&client, &format!("http://{addr}/"), &[]).await.status,
@@ -1561,13 +1300,12 @@ async fn a_full_connection_limit_closes_new_connections() {
     // The client's pooled connection holds the only slot: a second connection is closed.
     let reply = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(reply, "");
-    let stats = handle.stats().render_plain();
+    let stats = h.handle.stats().render_plain();
     assert!(
         stats.contains("downstream_global_cx_overflow: 1"),
         "{stats}"
     );
-    stop.start();
-    task.await.unwrap();
+    h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,28 +16,21 @@
 mod backend;
 #[path = "differential/resources.rs"]
 mod resources;
+mod support;
 
 use backend::{Answer, Attempts, Conn, send_once};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use mesh_control_plane::ads::{AdsServer, serve};
-use mesh_control_plane::bootstrap::{BootstrapOptions, render};
-use mesh_control_plane::cache::SnapshotCache;
-use mesh_control_plane::status::StatusTracker;
-use mesh_proxy::config::ProxyConfig;
-use mesh_proxy::runtime::{Proxy, ProxyOptions};
-use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats};
+use mesh_proxy::xds::XdsMode;
 use resources::{Addrs, LISTENER};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use support::envoy::{Pair, free_port};
+use tokio::task::JoinSet;
 
 /// How long both proxies may take to get their configuration and answer.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -1068,83 +1061,13 @@ async fn compare_weighted(t: &Targets, mode: &str) {
 // ---------------------------------------------------------------------------------------------
 // Setting up: backends, control plane, Envoy, our proxy
 
-/// Envoy: `MESH_ENVOY`, else `<workspace>/.venv/bin/envoy`. `None` (the test skips, loudly)
-/// when missing, except in CI, where a missing Envoy fails the test.
-fn envoy_bin() -> Option<PathBuf> {
-    let candidate = std::env::var_os("MESH_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(|p| p.join(".venv/bin/envoy"))
-                .unwrap_or_default()
-        });
-    let works = Command::new(&candidate)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
-        return Some(candidate);
-    }
-    let msg = format!(
-        "no Envoy at {} (run ./scripts/test.sh, or set MESH_ENVOY)",
-        candidate.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-/// A free port below the kernel's ephemeral range (32768+), so that no `bind(0)` or outgoing
-/// connection takes it between this check and Envoy binding it.
-fn free_port() -> u16 {
-    (0..1000)
-        .map(|_| fastrand::u16(20_000..32_000))
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("no free port in 20000-32000")
-}
-
-/// Envoy as a child process, killed when dropped.
-struct Envoy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Envoy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Everything one test function runs against; stops it all when dropped.
 struct Setup {
     targets: Arc<Targets>,
-    envoy: Envoy,
-    tasks: Vec<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+    pair: Pair,
 }
 
 async fn setup(mode: XdsMode) -> Option<Setup> {
-    let envoy_bin = envoy_bin()?;
     let attempts = Attempts::default();
     let addrs = Addrs {
         a: backend::spawn("a", &attempts).await,
@@ -1154,106 +1077,28 @@ async fn setup(mode: XdsMode) -> Option<Setup> {
         r2: backend::spawn("r", &attempts).await,
         dead: backend::closed_port().await,
     };
-    let mut tasks = Vec::new();
-
-    // Our ADS server, with the same resources for both nodes but the listener's port.
-    let cache = SnapshotCache::default();
-    let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds_addr = xds.local_addr().unwrap();
-    let server = AdsServer::new(cache.clone(), Arc::new(StatusTracker::new()));
-    tasks.push(tokio::spawn(async move {
-        // Runs until the test's runtime ends.
-        let (_keep, drain) = mesh_drain::channel();
-        serve(xds, server, drain).await.unwrap();
-    }));
+    // The same resources for both nodes but the listener's port.
     let envoy_port = free_port();
-    cache.publish(HashMap::from([
-        (
-            "envoy".to_string(),
-            Arc::new(resources::snapshot(envoy_port, &addrs)),
-        ),
-        ("mesh".to_string(), Arc::new(resources::snapshot(0, &addrs))),
-    ]));
-
-    // A stock Envoy.
-    let dir = tempfile::tempdir().unwrap();
-    let bootstrap = render(&BootstrapOptions {
-        proxy_id: "envoy".into(),
-        cluster: "envoy".into(),
-        xds_host: "127.0.0.1".into(),
-        xds_port: xds_addr.port(),
-        admin_host: "127.0.0.1".into(),
-        admin_port: free_port(),
-        delta: mode == XdsMode::Delta,
-    })
-    .unwrap();
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, bootstrap).unwrap();
-    let log = dir.path().join("envoy.log");
-    let child = Command::new(envoy_bin)
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("cannot start envoy");
-    let mut envoy = Envoy { child, log };
-
-    // Our proxy, in process.
-    let (tx, rx) = watch::channel(Arc::new(ProxyConfig::default()));
-    let stats = Arc::new(XdsStats::default());
-    let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
-    let handle = proxy.handle();
-    tasks.push(tokio::spawn(async move {
-        // Runs until the test's runtime ends.
-        let (_keep, drain) = mesh_drain::channel();
-        proxy.run(drain).await;
-    }));
-    let options = XdsOptions {
-        node_id: "mesh".into(),
-        cluster: "mesh".into(),
-        server: format!("http://{xds_addr}"),
+    let mut pair = Pair::start(
         mode,
-    };
-    tasks.push(tokio::spawn(mesh_proxy::xds::run(options, tx, stats)));
+        [
+            ("envoy", resources::snapshot(envoy_port, &addrs)),
+            ("mesh", resources::snapshot(0, &addrs)),
+        ],
+    )
+    .await?;
 
     // Both ready: the listener answers, through a STATIC and the EDS cluster.
     let deadline = Instant::now() + STARTUP;
-    let mesh_addr = loop {
-        if let Some(addr) = handle.listener_addr(LISTENER) {
-            break addr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mesh proxy never started its listener"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mesh_addr = pair.mesh_listener(LISTENER, STARTUP).await;
     let envoy_addr = SocketAddr::from(([127, 0, 0, 1], envoy_port));
     for (who, addr) in [("mesh", mesh_addr), ("envoy", envoy_addr)] {
         for path in ["/hello", "/eds"] {
-            loop {
-                let answer = send_once(addr, get(path).build("probe")).await;
-                if answer.as_ref().is_ok_and(|a| a.status == 200) {
-                    break;
-                }
-                if let Ok(Some(status)) = envoy.child.try_wait() {
-                    panic!("envoy exited ({status}):\n{}", envoy.log());
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{who} never answered {path}: {answer:?}\nenvoy log:\n{}",
-                    envoy.log()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let probe = async || match send_once(addr, get(path).build("probe")).await {
+                Ok(answer) if answer.status == 200 => Ok(()),
+                answer => Err(format!("{who} never answered {path}: {answer:?}")),
+            };
+            pair.envoy.wait_until(deadline, probe).await;
         }
     }
     Some(Setup {
@@ -1262,9 +1107,7 @@ async fn setup(mode: XdsMode) -> Option<Setup> {
             mesh: mesh_addr,
             attempts,
         }),
-        envoy,
-        tasks,
-        _dir: dir,
+        pair,
     })
 }
 
@@ -1279,12 +1122,7 @@ async fn differential(mode: XdsMode, name: &'static str) {
     let table = started.elapsed();
     compare_weighted(&setup.targets, name).await;
     compare_concurrent_retries(&setup.targets, name).await;
-    if let Ok(Some(status)) = setup.envoy.child.try_wait() {
-        panic!(
-            "envoy exited during the test ({status}):\n{}",
-            setup.envoy.log()
-        );
-    }
+    setup.pair.envoy.assert_running();
     eprintln!(
         "{name}: done in {:?} (startup and table: {table:?})",
         started.elapsed()

@@ -22,46 +22,38 @@
 #[path = "differential/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "differential/envoy.rs"]
-mod envoy;
+mod support;
 
 use backend::{Answer, Attempts, Conn, send_once};
 use bytes::Bytes;
-use envoy::Pair;
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
-    HeaderValueOption, RuntimeFractionalPercent, SocketAddress, address, config_source,
-    data_source, socket_address,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    CorsPolicy as InlineCorsPolicy, DirectResponseAction, FilterConfig, Route, RouteAction,
-    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route, route_action, route_match,
-    weighted_cluster,
+    CorsPolicy as InlineCorsPolicy, FilterConfig, Route, RouteAction, RouteConfiguration,
+    VirtualHost, WeightedCluster, route, route_action, weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors, CorsPolicy};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
-use envoy_types::pb::google::protobuf::{
-    Any, BoolValue, Duration as PbDuration, UInt32Value, UInt64Value,
-};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 use http::Request;
 use http_body_util::Full;
 use mesh_control_plane::snapshot::Snapshot;
+use mesh_proxy::xds::XdsMode;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::envoy::{Pair, free_port};
+use support::xds::{
+    self, add, direct, hcm_filter, ms, network_filter, prefix, rds, router, socket, static_cluster,
+    to,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -78,81 +70,9 @@ const DELAY_MS: u64 = 600;
 // ---------------------------------------------------------------------------------------------
 // Resources
 
-fn socket(addr: SocketAddr) -> Option<Address> {
-    Some(Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: addr.ip().to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                addr.port(),
-            ))),
-            ..Default::default()
-        })),
-    })
-}
-
-fn local(host: u8, port: u16) -> Option<Address> {
-    socket(SocketAddr::from(([127, 0, 0, host], port)))
-}
-
-fn ms(n: u64) -> PbDuration {
-    PbDuration {
-        seconds: i64::try_from(n / 1000).unwrap(),
-        nanos: i32::try_from((n % 1000) * 1_000_000).unwrap(),
-    }
-}
-
-fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
-    Cluster {
-        name: name.into(),
-        connect_timeout: Some(ms(1000)),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.into(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: socket(addr),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn router() -> HttpFilter {
-    HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-            Router::default(),
-        ))),
-        ..Default::default()
-    }
-}
-
-fn network(name: &str, config: Any) -> Filter {
-    Filter {
-        name: name.into(),
-        config_type: Some(filter::ConfigType::TypedConfig(config)),
-    }
-}
-
 fn listener(name: &str, addr: (u8, u16), filters: Vec<Filter>) -> Listener {
-    Listener {
-        name: name.into(),
-        address: local(addr.0, addr.1),
-        filter_chains: vec![FilterChain {
-            filters,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    let address = socket(SocketAddr::from(([127, 0, 0, addr.0], addr.1)));
+    xds::listener(name, address, filters)
 }
 
 fn hcm(
@@ -160,19 +80,14 @@ fn hcm(
     http_filters: Vec<HttpFilter>,
     routes: http_connection_manager::RouteSpecifier,
 ) -> Filter {
-    network(
-        "envoy.filters.network.http_connection_manager",
-        pack_any(HttpConnectionManager {
-            stat_prefix: stat_prefix.into(),
-            http_filters,
-            route_specifier: Some(routes),
-            ..Default::default()
-        }),
-    )
+    hcm_filter(HttpConnectionManager {
+        http_filters,
+        ..xds::hcm(stat_prefix, routes)
+    })
 }
 
 fn connection_limit(stat_prefix: &str, max: u64, delay: Option<u64>) -> Filter {
-    network(
+    network_filter(
         "envoy.filters.network.connection_limit",
         pack_any(ConnectionLimit {
             stat_prefix: stat_prefix.into(),
@@ -214,36 +129,11 @@ fn per_filter(config: Any) -> std::collections::HashMap<String, Any> {
     std::collections::HashMap::from([(CORS_FILTER.to_string(), config)])
 }
 
-fn prefix(p: &str) -> RouteMatch {
-    RouteMatch {
-        path_specifier: Some(route_match::PathSpecifier::Prefix(p.into())),
-        ..Default::default()
-    }
-}
-
-fn to(cluster: &str) -> RouteAction {
-    RouteAction {
-        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
-        ..Default::default()
-    }
-}
-
 fn fwd(p: &str, action: RouteAction, typed: Option<Any>) -> Route {
     Route {
         r#match: Some(prefix(p)),
         action: Some(route::Action::Route(action)),
         typed_per_filter_config: typed.map(per_filter).unwrap_or_default(),
-        ..Default::default()
-    }
-}
-
-fn add(name: &str, value: &str) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.into(),
-            value: value.into(),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
@@ -335,14 +225,7 @@ fn route_configuration() -> RouteConfiguration {
             ),
             Route {
                 r#match: Some(prefix("/direct")),
-                action: Some(route::Action::DirectResponse(DirectResponseAction {
-                    status: 200,
-                    body: Some(DataSource {
-                        specifier: Some(data_source::Specifier::InlineString("direct".into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
+                action: Some(direct(200, Some("direct"))),
                 ..Default::default()
             },
             fwd(
@@ -413,17 +296,7 @@ fn snapshot(ports: [u16; 3], a: SocketAddr, b: SocketAddr, host: u8) -> Snapshot
         })),
         ..Default::default()
     };
-    let ads = Some(ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
-        ..Default::default()
-    });
-    let rds = http_connection_manager::RouteSpecifier::Rds(Rds {
-        config_source: ads,
-        route_config_name: ROUTES.into(),
-    });
+    let rds = rds(ROUTES);
     let inline = http_connection_manager::RouteSpecifier::RouteConfig(RouteConfiguration {
         name: "limited".into(),
         virtual_hosts: vec![VirtualHost {
@@ -434,7 +307,7 @@ fn snapshot(ports: [u16; 3], a: SocketAddr, b: SocketAddr, host: u8) -> Snapshot
         }],
         ..Default::default()
     });
-    let tcp = network(
+    let tcp = network_filter(
         "envoy.filters.network.tcp_proxy",
         pack_any(TcpProxy {
             stat_prefix: "delayed".into(),
@@ -443,7 +316,7 @@ fn snapshot(ports: [u16; 3], a: SocketAddr, b: SocketAddr, host: u8) -> Snapshot
         }),
     );
     Snapshot::new(
-        vec![static_cluster("a", a), static_cluster("b", b)],
+        vec![static_cluster("a", &[a]), static_cluster("b", &[b])],
         vec![],
         vec![
             listener(
@@ -807,9 +680,9 @@ async fn wait_stat(pair: &Pair, envoy: bool, stat: &str, value: i64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stats = if envoy {
-            pair.envoy_stats().await
+            pair.envoy.stats().await
         } else {
-            pair.mesh_stats()
+            pair.mesh.stats()
         };
         let now = stats.get(stat).copied();
         if now == Some(value) {
@@ -868,23 +741,17 @@ async fn delayed_traffic(addr: SocketAddr) -> (bool, bool, Duration) {
 // ---------------------------------------------------------------------------------------------
 
 async fn ready(addr: SocketAddr, host: &str, pair: &mut Pair) {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        let probe = Request::get("/")
+    let probe = async || {
+        let request = Request::get("/")
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        if send_once(addr, probe).await.is_ok_and(|a| a.status == 200) {
-            return;
+        match send_once(addr, request).await {
+            Ok(answer) if answer.status == 200 => Ok(()),
+            _ => Err(format!("{addr} never answered")),
         }
-        pair.check_envoy();
-        assert!(
-            Instant::now() < deadline,
-            "{addr} never answered\nenvoy log:\n{}",
-            pair.envoy_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    pair.envoy.wait_until(Instant::now() + STARTUP, probe).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -892,10 +759,17 @@ async fn filters_match_envoy() {
     let attempts = Attempts::default();
     let a = backend::spawn("a", &attempts).await;
     let b = backend::spawn("b", &attempts).await;
-    let ports = [envoy::free_port(), envoy::free_port(), envoy::free_port()];
+    let ports = [free_port(), free_port(), free_port()];
     // Ours on other addresses of the loopback (port 0 for all three would be one address to
     // the xDS client, which refuses listeners sharing one).
-    let Some(mut pair) = Pair::start(snapshot(ports, a, b, 1), snapshot(ports, a, b, 2)).await
+    let Some(mut pair) = Pair::start(
+        XdsMode::Sotw,
+        [
+            ("envoy", snapshot(ports, a, b, 1)),
+            ("mesh", snapshot(ports, a, b, 2)),
+        ],
+    )
+    .await
     else {
         return;
     };
@@ -915,7 +789,7 @@ async fn filters_match_envoy() {
     }
 
     run_cors_cases(envoy_addr(0), mesh_cors, &attempts).await;
-    let (envoy_stats, mesh_stats) = (pair.envoy_stats().await, pair.mesh_stats());
+    let (envoy_stats, mesh_stats) = (pair.envoy.stats().await, pair.mesh.stats());
     let (e, m) = (
         stats_with(&envoy_stats, "http.cors.cors."),
         stats_with(&mesh_stats, "http.cors.cors."),
@@ -971,7 +845,7 @@ async fn filters_match_envoy() {
         )
         .await;
     }
-    let (envoy_stats, mesh_stats) = (pair.envoy_stats().await, pair.mesh_stats());
+    let (envoy_stats, mesh_stats) = (pair.envoy.stats().await, pair.mesh.stats());
     let (e, m) = (
         stats_with(&envoy_stats, "connection_limit."),
         stats_with(&mesh_stats, "connection_limit."),
@@ -990,27 +864,13 @@ async fn filters_match_envoy() {
         envoy_delayed.2, mesh_delayed_outcome.2
     );
     check_config_dump(&pair).await;
-    pair.check_envoy();
+    pair.envoy.assert_running();
 }
 
 /// Our `/config_dump` shows the filters as configured.
 async fn check_config_dump(pair: &Pair) {
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = admin.local_addr().unwrap();
-    let (_keep, drain) = mesh_drain::channel();
-    let server = tokio::spawn(mesh_proxy::admin::serve(
-        admin,
-        pair.mesh.clone(),
-        Default::default(),
-        drain,
-    ));
-    let request = Request::get("/config_dump")
-        .header("host", "admin")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let answer = send_once(addr, request).await.unwrap();
-    server.abort();
-    let dump: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    let (_, body) = pair.mesh.admin_get("/config_dump").await;
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
     let listeners = &dump["configs"][0]["dynamic_listeners"];
     let listener = |name: &str| {
         listeners

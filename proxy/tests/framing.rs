@@ -4,149 +4,36 @@
 //! streams), and the requests after the first on a connection our server handed to hyper.
 //! In process, raw sockets both ways.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
 
-use mesh_proxy::config::*;
-use mesh_proxy::runtime::{Proxy, ProxyOptions};
-use mesh_proxy::xds::XdsStats;
+use mesh_proxy::admin::AdminOptions;
+use mesh_proxy::runtime::ProxyOptions;
+use support::config::*;
+use support::harness::Harness;
 
-/// The proxy under test: one HTTP/1.1 listener routing everything to `upstream`.
-struct Harness {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Harness {
-    async fn start(upstream: SocketAddr) -> Harness {
-        Harness::start_with(upstream, false).await
-    }
-
-    /// `http2`: the cluster speaks h2c to `upstream`.
-    async fn start_with(upstream: SocketAddr, http2: bool) -> Harness {
-        let cluster = Cluster {
-            name: "u".into(),
-            connect_timeout: Duration::from_secs(1),
-            lb_policy: LbPolicy::RoundRobin,
-            http2,
-            eds: false,
-            endpoints: Arc::new(vec![Endpoint {
-                addr: upstream,
-                weight: 1,
-                healthy: true,
-            }]),
-            max_requests_per_connection: None,
-        };
-        let action = ForwardAction {
-            target: ClusterTarget::Cluster("u".into()),
-            prefix_rewrite: None,
-            host_rewrite_literal: None,
-            timeout: Duration::from_secs(15),
-            idle_timeout: None,
-            retry: None,
-            hash_policy: vec![],
-            upgrades: vec![],
-            cors: None,
-        };
-        let route = Route {
-            name: "all".into(),
-            matcher: RouteMatch {
-                path: PathMatch::Prefix("/".into()),
-                case_sensitive: true,
-                headers: vec![],
-                query_parameters: vec![],
-            },
-            action: RouteAction::Forward(Arc::new(action)),
-            request_headers: HeaderMutation::default(),
-            response_headers: HeaderMutation::default(),
-            filter_configs: FilterConfigs::default(),
-        };
-        let routes = RouteConfig {
-            name: "rc".into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "any".into(),
-                domains: vec![DomainMatch::Any],
-                routes: vec![route],
-                cors: None,
-                request_headers: HeaderMutation::default(),
-                response_headers: HeaderMutation::default(),
-                filter_configs: FilterConfigs::default(),
-            }],
-            request_headers: HeaderMutation::default(),
-            response_headers: HeaderMutation::default(),
-            filter_configs: FilterConfigs::default(),
-        };
-        let hcm = HttpConnectionManager {
-            stat_prefix: "http".into(),
-            routes: RouteSource::Inline(Arc::new(routes)),
-            max_request_headers_bytes: 60 * 1024,
-            idle_timeout: Some(Duration::from_secs(3600)),
-            request_headers_timeout: None,
-            stream_idle_timeout: Some(Duration::from_secs(300)),
-            request_timeout: None,
-            upgrades: vec![],
-            accept_http_10: false,
-            default_host_for_http_10: None,
-            http_filters: vec![],
-        };
-        let listener = Listener {
-            name: "http".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            network_filters: vec![],
-            filter: ListenerFilter::Http(Arc::new(hcm)),
-            tcp_backlog_size: None,
-            direction: TrafficDirection::default(),
-        };
-        let config = Arc::new(ProxyConfig {
-            listeners: [("http".to_owned(), Arc::new(listener))].into(),
-            clusters: [("u".to_owned(), Arc::new(cluster))].into(),
-            routes: BTreeMap::new(),
-            versions: BTreeMap::from([("LDS", "1".to_owned()), ("CDS", "1".to_owned())]),
-        });
-        let (_tx, rx) = watch::channel(Arc::clone(&config));
-        let proxy = Proxy::new(
-            rx,
-            Arc::new(XdsStats::default()),
-            ProxyOptions {
-                drain_timeout: Duration::from_secs(1),
-                ..ProxyOptions::default()
-            },
-        );
-        let handle = proxy.handle();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _tx = _tx;
-            let (signal, drain) = mesh_drain::channel();
-            tokio::spawn(async move {
-                let _ = stopped.await;
-                signal.drain(Duration::from_secs(1)).await;
-            });
-            proxy.run(drain).await;
-        });
-        handle.wait_applied(&config).await;
-        Harness {
-            addr: handle.listener_addr("http").unwrap(),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
+/// The proxy under test: one HTTP/1.1 listener, `http`, routing everything to `upstream`
+/// (over h2c with `http2`).
+async fn start(upstream: SocketAddr, http2: bool) -> Harness {
+    let mut upstream = cluster("u", &[upstream]);
+    upstream.http2 = http2;
+    let routes = route_config("rc", vec![vhost(vec![forward("all", "/", to("u"))])]);
+    let options = ProxyOptions {
+        drain_timeout: Duration::from_secs(1),
+        ..ProxyOptions::default()
+    };
+    Harness::start_with(
+        proxy_config(vec![http_listener("http", routes)], vec![upstream]),
+        options,
+        AdminOptions::default(),
+    )
+    .await
 }
 
 /// An HTTP/1.1 upstream written by hand: it reads requests framed by Content-Length or
@@ -330,19 +217,19 @@ const PROTOCOL_ERROR: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_read_by_hypers_client_meet_the_framing_rules() {
     let (upstream, seen) = scripted_upstream(SCRIPTS).await;
-    let h = Harness::start(upstream).await;
+    let h = start(upstream, false).await;
     for (name, _) in SCRIPTS {
         // Chunked: the body streams, so hyper's client sends it.
         let request = format!(
             "POST /r/{name} HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
         );
-        let (answer, _) = exchange(h.addr, &[request.as_bytes()], &[1], false).await;
+        let (answer, _) = exchange(h.addr("http"), &[request.as_bytes()], &[1], false).await;
         assert_eq!(statuses(&answer), [502], "{name}: {answer}");
         assert!(answer.ends_with(PROTOCOL_ERROR), "{name}: {answer}");
         assert!(!answer.contains("HELLO"), "{name}: {answer}");
         // The same through our own client (the body is read whole first).
         let request = format!("POST /r/{name} HTTP/1.1\r\nHost: u\r\nContent-Length: 3\r\n\r\nabc");
-        let (answer, _) = exchange(h.addr, &[request.as_bytes()], &[1], false).await;
+        let (answer, _) = exchange(h.addr("http"), &[request.as_bytes()], &[1], false).await;
         assert_eq!(statuses(&answer), [502], "{name}: {answer}");
         assert!(answer.ends_with(PROTOCOL_ERROR), "{name}: {answer}");
     }
@@ -357,7 +244,7 @@ async fn responses_read_by_hypers_client_meet_the_framing_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn later_requests_on_a_handed_off_connection_meet_the_same_rules() {
     let (upstream, seen) = scripted_upstream(SCRIPTS).await;
-    let h = Harness::start(upstream).await;
+    let h = start(upstream, false).await;
     let chunked: &[u8] =
         b"POST /first HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let cases: &[(&[u8], u16, &str)] = &[
@@ -390,7 +277,7 @@ async fn later_requests_on_a_handed_off_connection_meet_the_same_rules() {
             (&[chunked, *second][..], &[1, 1][..]),
             (&[&joined[..]], &[2]),
         ] {
-            let (answer, closed) = exchange(h.addr, writes, answers, true).await;
+            let (answer, closed) = exchange(h.addr("http"), writes, answers, true).await;
             let case = String::from_utf8_lossy(second);
             assert_eq!(statuses(&answer), [200, *status], "{case}: {answer}");
             assert!(
@@ -407,11 +294,17 @@ async fn later_requests_on_a_handed_off_connection_meet_the_same_rules() {
     }
     // Requests after it that the rules accept are served on the same connection.
     let get: &[u8] = b"GET /second HTTP/1.1\r\nHost: u\r\n\r\n";
-    let (answer, _) = exchange(h.addr, &[chunked, get, chunked, get], &[1; 4], false).await;
+    let (answer, _) = exchange(
+        h.addr("http"),
+        &[chunked, get, chunked, get],
+        &[1; 4],
+        false,
+    )
+    .await;
     assert_eq!(statuses(&answer), [200; 4], "{answer}");
     // A malformed chunked body on a later request is the client's fault: 400.
     let (answer, closed) = exchange(
-        h.addr,
+        h.addr("http"),
         &[
             chunked,
             b"POST /third HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n",
@@ -466,16 +359,16 @@ async fn reading_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
 async fn a_malformed_chunked_request_body_is_400_to_any_cluster() {
     for http2 in [false, true] {
         let (upstream, whole) = reading_upstream().await;
-        let h = Harness::start_with(upstream, http2).await;
+        let h = start(upstream, http2).await;
         let good: &[u8] =
             b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-        let (answer, _) = exchange(h.addr, &[good], &[1], false).await;
+        let (answer, _) = exchange(h.addr("http"), &[good], &[1], false).await;
         assert_eq!(statuses(&answer), [200], "http2 {http2}: {answer}");
         for bad in [
             &b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"[..],
             b"POST /a HTTP/1.1\r\nHost: u\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n",
         ] {
-            let (answer, closed) = exchange(h.addr, &[bad], &[1], true).await;
+            let (answer, closed) = exchange(h.addr("http"), &[bad], &[1], true).await;
             assert_eq!(statuses(&answer), [400], "http2 {http2}: {answer}");
             assert!(closed, "http2 {http2}: connection left open");
         }

@@ -3,49 +3,32 @@
 //! shedding connections that have not sent a request.
 #![allow(clippy::unwrap_used)] // test code
 
+mod support;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, Route, RouteConfiguration, RouteMatch, VirtualHost, route, route_match,
-};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
-};
-use envoy_types::util::pack_any;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use mesh_proxy::admin::{AdminOptions, LogLevels};
 use mesh_proxy::config::ProxyConfig;
-use mesh_proxy::runtime::{Proxy, ProxyHandle, ProxyOptions};
-use mesh_proxy::xds::XdsStats;
+use mesh_proxy::runtime::{ProxyHandle, ProxyOptions};
+use support::envoy::{Envoy, envoy_bin, free_port};
+use support::harness::Harness;
+use support::xds::{direct, hcm, hcm_filter, loopback, prefix};
 
 const INBOUND: i32 = 1;
 const OUTBOUND: i32 = 2;
-
-fn addr(port: u16) -> Option<Address> {
-    Some(Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: "127.0.0.1".into(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port.into())),
-            ..Default::default()
-        })),
-    })
-}
 
 /// An HTTP listener answering every request with a direct 200 `hi\n`.
 fn listener(name: &str, port: u16, direction: i32) -> Listener {
@@ -55,48 +38,18 @@ fn listener(name: &str, port: u16, direction: i32) -> Listener {
             name: name.into(),
             domains: vec!["*".into()],
             routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::DirectResponse(DirectResponseAction {
-                    status: 200,
-                    body: Some(DataSource {
-                        specifier: Some(data_source::Specifier::InlineString("hi\n".into())),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })),
+                r#match: Some(prefix("/")),
+                action: Some(direct(200, Some("hi\n"))),
                 ..Default::default()
             }],
             ..Default::default()
         }],
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
-        stat_prefix: name.into(),
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(routes)),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let routes = http_connection_manager::RouteSpecifier::RouteConfig(routes);
     Listener {
-        name: name.into(),
-        address: addr(port),
         traffic_direction: direction,
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
+        ..support::xds::listener(name, loopback(port), vec![hcm_filter(hcm(name, routes))])
     }
 }
 
@@ -134,80 +87,17 @@ fn envoy_bootstrap(admin: u16, inbound: u16, outbound: u16) -> String {
     )
 }
 
-fn envoy_bin() -> Option<PathBuf> {
-    let candidate = std::env::var_os("MESH_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(|p| p.join(".venv/bin/envoy"))
-                .unwrap_or_default()
-        });
-    let works = Command::new(&candidate)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
-        return Some(candidate);
-    }
-    let msg = format!(
-        "no Envoy at {} (run ./scripts/test.sh, or set MESH_ENVOY)",
-        candidate.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-/// A free port below the ephemeral range, so nothing else takes it before Envoy binds it.
-fn free_port() -> u16 {
-    (0..1000)
-        .map(|_| fastrand::u16(20_000..32_000))
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("no free port in 20000-32000")
-}
-
-struct Envoy {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A stock Envoy with the two listeners; `None` (skipped) without one, outside CI.
 async fn start_envoy() -> Option<(Envoy, SocketAddr, SocketAddr, SocketAddr)> {
     let bin = envoy_bin()?;
     let (admin, inbound, outbound) = (free_port(), free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, envoy_bootstrap(admin, inbound, outbound)).unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--drain-time-s",
-            "1",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start envoy");
-    let envoy = Envoy { child, _dir: dir };
-    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    let envoy = Envoy::start(
+        &bin,
+        &envoy_bootstrap(admin, inbound, outbound),
+        admin,
+        &["--drain-time-s", "1"],
+    );
+    let admin = envoy.admin();
     eventually("envoy ready", || async move {
         get(admin, "/ready").await.is_some_and(|(s, _, _)| s == 200)
     })
@@ -220,14 +110,6 @@ async fn start_envoy() -> Option<(Envoy, SocketAddr, SocketAddr, SocketAddr)> {
     ))
 }
 
-/// Our proxy, in process, with the same listeners and its admin API.
-struct Ours {
-    handle: ProxyHandle,
-    admin: SocketAddr,
-    levels: Arc<Recorded>,
-    _stop: mesh_drain::Signal,
-}
-
 #[derive(Default)]
 struct Recorded(Mutex<Vec<String>>);
 
@@ -238,43 +120,22 @@ impl LogLevels for Recorded {
     }
 }
 
-async fn start_ours(listeners: Vec<Listener>, options: ProxyOptions) -> Ours {
+/// Our proxy, in process, with the same listeners and its admin API, which records the log
+/// levels it is told to set.
+async fn start_ours(listeners: Vec<Listener>, options: ProxyOptions) -> (Harness, Arc<Recorded>) {
     let mut config = ProxyConfig::default();
     for l in listeners {
         let l = mesh_proxy::xds::convert::listener(l).unwrap();
         config.listeners.insert(l.name.clone(), Arc::new(l));
     }
-    let config = Arc::new(config);
-    let (_tx, rx) = watch::channel(Arc::clone(&config));
-    let proxy = Proxy::new(rx, Arc::new(XdsStats::default()), options);
-    let handle = proxy.handle();
-    let (stop, drain) = mesh_drain::channel();
-    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = admin_listener.local_addr().unwrap();
     let levels = Arc::new(Recorded::default());
-    tokio::spawn(mesh_proxy::admin::serve(
-        admin_listener,
-        handle.clone(),
-        AdminOptions {
-            node_id: "mesh".into(),
-            node_cluster: "mesh".into(),
-            log_levels: Some(Arc::clone(&levels) as Arc<dyn LogLevels>),
-            ..Default::default()
-        },
-        drain.clone(),
-    ));
-    tokio::spawn(async move {
-        // The channel's sender lives as long as the proxy does.
-        let _tx = _tx;
-        proxy.run(drain).await;
-    });
-    handle.wait_applied(&config).await;
-    Ours {
-        handle,
-        admin,
-        levels,
-        _stop: stop,
-    }
+    let admin = AdminOptions {
+        node_id: "mesh".into(),
+        node_cluster: "mesh".into(),
+        log_levels: Some(Arc::clone(&levels) as Arc<dyn LogLevels>),
+        ..Default::default()
+    };
+    (Harness::start_with(config, options, admin).await, levels)
 }
 
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -383,7 +244,7 @@ async fn admin_answers_like_envoys() {
     let Some((mut envoy, envoy_admin, envoy_in, envoy_out)) = start_envoy().await else {
         return;
     };
-    let ours = start_ours(
+    let (ours, levels) = start_ours(
         vec![
             listener("inbound", 0, INBOUND),
             listener("outbound", 0, OUTBOUND),
@@ -542,7 +403,7 @@ async fn admin_answers_like_envoys() {
         seen.push(answers);
     }
     assert_eq!(seen[0], seen[1]);
-    let applied = ours.levels.0.lock().unwrap().clone();
+    let applied = levels.0.lock().unwrap().clone();
     assert!(
         applied.iter().any(
             |d| d.contains("mesh_proxy::upstream=debug") && d.contains("mesh_proxy::http=warn")
@@ -577,7 +438,7 @@ async fn admin_answers_like_envoys() {
     tokio::time::timeout(Duration::from_secs(5), ours.handle.exit_requested())
         .await
         .unwrap();
-    let exited = tokio::task::spawn_blocking(move || envoy.child.wait().unwrap())
+    let exited = tokio::task::spawn_blocking(move || envoy.process.child.wait().unwrap())
         .await
         .unwrap();
     assert!(exited.success(), "{exited:?}");
@@ -585,7 +446,7 @@ async fn admin_answers_like_envoys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_drain_listeners_keeps_accepting_for_the_drain_time() {
-    let ours = start_ours(
+    let (ours, _) = start_ours(
         vec![
             listener("inbound", 0, INBOUND),
             listener("outbound", 0, OUTBOUND),
@@ -666,7 +527,7 @@ async fn closed(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_limit_partial_heads_make_room_oldest_first() {
-    let ours = start_ours(
+    let (ours, _) = start_ours(
         vec![listener("inbound", 0, INBOUND)],
         ProxyOptions {
             max_connections: 4,

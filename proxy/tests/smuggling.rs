@@ -30,6 +30,7 @@ mod cases;
 mod client;
 #[path = "smuggling/resources.rs"]
 mod resources;
+mod support;
 #[path = "smuggling/upstream.rs"]
 mod upstream;
 #[path = "smuggling/wire.rs"]
@@ -37,23 +38,15 @@ mod wire;
 
 use cases::{Case, Client, Final, cases, with_prefix};
 use client::{H1Answer, H2Answer, H2End, Step};
-use mesh_control_plane::ads::{AdsServer, serve};
-use mesh_control_plane::bootstrap::{BootstrapOptions, render};
-use mesh_control_plane::cache::SnapshotCache;
-use mesh_control_plane::status::StatusTracker;
-use mesh_proxy::config::ProxyConfig;
-use mesh_proxy::runtime::{Proxy, ProxyHandle, ProxyOptions};
-use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats};
+use mesh_proxy::xds::XdsMode;
 use resources::{CaseRoute, Listeners, MAIN, Ports, UP_HCM, UP_NONE, UP_ROUTE};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use support::envoy::{Pair, free_port};
+use support::harness::Harness;
+use tokio::sync::Semaphore;
 use upstream::{Mode, Upstream};
 use wire::{Kind, Tail};
 
@@ -620,92 +613,6 @@ fn case_id(i: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // Setting up: upstreams, control plane, Envoy, our proxies
 
-/// Envoy: `MESH_ENVOY`, else `<workspace>/.venv/bin/envoy`. `None` (the test skips, loudly)
-/// when missing, except in CI, where a missing Envoy fails the test.
-fn envoy_bin() -> Option<PathBuf> {
-    let candidate = std::env::var_os("MESH_ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(|p| p.join(".venv/bin/envoy"))
-                .unwrap_or_default()
-        });
-    let works = Command::new(&candidate)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
-        return Some(candidate);
-    }
-    let msg = format!(
-        "no Envoy at {} (run ./scripts/test.sh, or set MESH_ENVOY)",
-        candidate.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
-}
-
-/// A free port below the kernel's ephemeral range (32768+), so that no `bind(0)` or outgoing
-/// connection takes it between this check and Envoy binding it.
-fn free_port() -> u16 {
-    (0..1000)
-        .map(|_| fastrand::u16(20_000..32_000))
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("no free port in 20000-32000")
-}
-
-struct Envoy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Envoy {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Our proxy in process, configured by the ADS server as node `node`.
-fn start_mesh(
-    node: &str,
-    xds: SocketAddr,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> (ProxyHandle, Arc<XdsStats>) {
-    let (tx, rx) = watch::channel(Arc::new(ProxyConfig::default()));
-    let stats = Arc::new(XdsStats::default());
-    let proxy = Proxy::new(rx, Arc::clone(&stats), ProxyOptions::default());
-    let handle = proxy.handle();
-    tasks.push(tokio::spawn(async move {
-        let (_keep, drain) = mesh_drain::channel();
-        proxy.run(drain).await;
-    }));
-    let options = XdsOptions {
-        node_id: node.into(),
-        cluster: node.into(),
-        server: format!("http://{xds}"),
-        mode: XdsMode::Sotw,
-    };
-    tasks.push(tokio::spawn(mesh_proxy::xds::run(
-        options,
-        tx,
-        Arc::clone(&stats),
-    )));
-    (handle, stats)
-}
-
 /// Whether the proxy answers `/ready` on `addr` (a direct response on every listener).
 async fn answers(addr: SocketAddr) -> bool {
     let answer = client::h1(
@@ -722,9 +629,6 @@ async fn answers(addr: SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_battery() {
-    let Some(envoy_bin) = envoy_bin() else {
-        return;
-    };
     let cases = Arc::new(cases());
     let mut names = std::collections::HashSet::new();
     for c in cases.iter() {
@@ -749,17 +653,7 @@ async fn smuggling_battery() {
         }
         upstreams.push((e, m));
     }
-    let mut tasks = Vec::new();
-
     // Our ADS server: everything for Envoy; for ours, the upgrade listeners apart.
-    let cache = SnapshotCache::default();
-    let xds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let xds_addr = xds.local_addr().unwrap();
-    let server = AdsServer::new(cache.clone(), Arc::new(StatusTracker::new()));
-    tasks.push(tokio::spawn(async move {
-        let (_keep, drain) = mesh_drain::channel();
-        serve(xds, server, drain).await.unwrap();
-    }));
     // Our proxy refuses two listeners on port 0 (the same address), so both get free ports.
     let ports = || Ports {
         main: free_port(),
@@ -768,64 +662,24 @@ async fn smuggling_battery() {
         up_route: free_port(),
     };
     let (envoy_ports, mesh_ports) = (ports(), ports());
-    cache.publish(HashMap::from([
+    let snapshots = [
         (
-            "envoy".to_string(),
-            Arc::new(resources::snapshot(
-                envoy_ports,
-                &envoy_routes,
-                Listeners::All,
-            )),
+            "envoy",
+            resources::snapshot(envoy_ports, &envoy_routes, Listeners::All),
         ),
         (
-            "mesh".to_string(),
-            Arc::new(resources::snapshot(
-                mesh_ports,
-                &mesh_routes,
-                Listeners::Base,
-            )),
+            "mesh",
+            resources::snapshot(mesh_ports, &mesh_routes, Listeners::Base),
         ),
         (
-            "mesh-up".to_string(),
-            Arc::new(resources::snapshot(
-                mesh_ports,
-                &mesh_routes,
-                Listeners::Upgrades,
-            )),
+            "mesh-up",
+            resources::snapshot(mesh_ports, &mesh_routes, Listeners::Upgrades),
         ),
-    ]));
-
-    let dir = tempfile::tempdir().unwrap();
-    let bootstrap = render(&BootstrapOptions {
-        proxy_id: "envoy".into(),
-        cluster: "envoy".into(),
-        xds_host: "127.0.0.1".into(),
-        xds_port: xds_addr.port(),
-        admin_host: "127.0.0.1".into(),
-        admin_port: free_port(),
-        delta: false,
-    })
-    .unwrap();
-    let config = dir.path().join("envoy.yaml");
-    std::fs::write(&config, bootstrap).unwrap();
-    let log = dir.path().join("envoy.log");
-    let child = Command::new(envoy_bin)
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("cannot start envoy");
-    let mut envoy = Envoy { child, log };
-    let (mesh, mesh_stats) = start_mesh("mesh", xds_addr, &mut tasks);
-    let (mesh_up, mesh_up_stats) = start_mesh("mesh-up", xds_addr, &mut tasks);
+    ];
+    let Some(mut pair) = Pair::start(XdsMode::Sotw, snapshots).await else {
+        return;
+    };
+    let mesh_up = Harness::start_xds("mesh-up", pair.ads.addr, XdsMode::Sotw).await;
 
     // Ready: every Envoy listener and our base listeners answer. Our upgrade listeners come
     // up too, or are NACKed.
@@ -838,26 +692,24 @@ async fn smuggling_battery() {
         up_route: Some(SocketAddr::from(([127, 0, 0, 1], envoy_ports.up_route))),
     };
     for listener in [MAIN, UP_NONE, UP_HCM, UP_ROUTE] {
-        while !answers(envoy_side.addr(listener).unwrap()).await {
-            if let Ok(Some(status)) = envoy.child.try_wait() {
-                panic!("envoy exited ({status}):\n{}", envoy.log());
+        let addr = envoy_side.addr(listener).unwrap();
+        let probe = async || {
+            if answers(addr).await {
+                Ok(())
+            } else {
+                Err(format!("envoy never served listener {listener}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "envoy never served listener {listener}:\n{}",
-                envoy.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        pair.envoy.wait_until(deadline, probe).await;
     }
     let mesh_side = loop {
         let side = Side {
-            main: mesh.listener_addr(MAIN),
-            up_none: mesh.listener_addr(UP_NONE),
-            up_hcm: mesh_up.listener_addr(UP_HCM),
-            up_route: mesh_up.listener_addr(UP_ROUTE),
+            main: pair.mesh.handle.listener_addr(MAIN),
+            up_none: pair.mesh.handle.listener_addr(UP_NONE),
+            up_hcm: mesh_up.handle.listener_addr(UP_HCM),
+            up_route: mesh_up.handle.listener_addr(UP_ROUTE),
         };
-        let rejected = mesh_up_stats.view().last_rejection;
+        let rejected = mesh_up.xds.view().last_rejection;
         let upgrades_settled =
             (side.up_hcm.is_some() && side.up_route.is_some()) || rejected.is_some();
         if side.main.is_some() && side.up_none.is_some() && upgrades_settled {
@@ -866,12 +718,13 @@ async fn smuggling_battery() {
         assert!(
             Instant::now() < deadline,
             "our proxy never started its listeners: {:?}\n{:?}",
-            mesh_stats.view(),
-            mesh_up_stats.view()
+            pair.mesh.xds.view(),
+            mesh_up.xds.view()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let mesh_missing = mesh_up_stats
+    let mesh_missing = mesh_up
+        .xds
         .view()
         .last_rejection
         .map(|r| format!("NACKed: {r}"));
@@ -890,12 +743,8 @@ async fn smuggling_battery() {
     for s in &summaries {
         eprintln!("  {s}");
     }
-    if let Ok(Some(status)) = envoy.child.try_wait() {
-        panic!("envoy exited during the test ({status}):\n{}", envoy.log());
-    }
-    for task in &tasks {
-        task.abort();
-    }
+    pair.envoy.assert_running();
+    drop((mesh_up, pair));
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n\n{}",

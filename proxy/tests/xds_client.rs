@@ -3,22 +3,19 @@
 //! full configurations in both protocol variants, updates, NACKs, EDS subscriptions that
 //! follow the clusters, a server restart, and the control plane's own translation.
 
+mod support;
+
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, Http2ProtocolOptions, SocketAddress,
-    address, config_source, socket_address,
+    Address, Http2ProtocolOptions, SocketAddress, address, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
-};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener};
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost, route};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+    HttpConnectionManager, HttpFilter, http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
@@ -26,11 +23,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
-use mesh_control_plane::ads::{AdsServer, serve};
-use mesh_control_plane::cache::SnapshotCache;
 use mesh_control_plane::model::RegistryView;
 use mesh_control_plane::snapshot::Snapshot;
-use mesh_control_plane::status::{StatusTracker, StreamStatus, SyncState, sync_state};
+use mesh_control_plane::status::{StreamStatus, SyncState, sync_state};
 use mesh_control_plane::translate::snapshot_for;
 use mesh_proxy::config::{ListenerFilter, ProxyConfig, RouteAction as Action, RouteSource};
 use mesh_proxy::xds::{XdsMode, XdsOptions, XdsStats, run};
@@ -40,6 +35,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use support::envoy::Ads;
+use support::xds::{self, ads, hcm_filter, network_filter, prefix, router, to};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -48,16 +45,6 @@ const NODE: &str = "web-1-sidecar-proxy";
 const PATIENCE: Duration = Duration::from_secs(5);
 
 // ---- resources ----
-
-fn ads() -> Option<ConfigSource> {
-    Some(ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
-        ..Default::default()
-    })
-}
 
 fn addr(ip: &str, port: u32) -> Option<Address> {
     Some(Address {
@@ -136,32 +123,12 @@ fn local_app() -> Cluster {
     }
 }
 
-fn router(name: &str) -> HttpFilter {
-    HttpFilter {
-        name: name.into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-            Router::default(),
-        ))),
-        ..Default::default()
-    }
-}
-
 fn http_listener(name: &str, port: u32, rds: &str, filters: Vec<HttpFilter>) -> Listener {
     let hcm = HttpConnectionManager {
-        stat_prefix: format!("upstream.{rds}"),
         http_filters: filters,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: ads(),
-            route_config_name: rds.into(),
-        })),
-        ..Default::default()
+        ..xds::hcm(&format!("upstream.{rds}"), xds::rds(rds))
     };
-    listener(
-        name,
-        port,
-        "envoy.filters.network.http_connection_manager",
-        pack_any(hcm),
-    )
+    listener(name, port, hcm_filter(hcm))
 }
 
 fn tcp_listener(name: &str, port: u32, cluster: &str) -> Listener {
@@ -170,22 +137,15 @@ fn tcp_listener(name: &str, port: u32, cluster: &str) -> Listener {
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
         ..Default::default()
     };
-    listener(name, port, "envoy.filters.network.tcp_proxy", pack_any(tcp))
+    listener(
+        name,
+        port,
+        network_filter("envoy.filters.network.tcp_proxy", pack_any(tcp)),
+    )
 }
 
-fn listener(name: &str, port: u32, filter: &str, config: Any) -> Listener {
-    Listener {
-        name: name.into(),
-        address: addr("127.0.0.1", port),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: filter.into(),
-                config_type: Some(filter::ConfigType::TypedConfig(config)),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+fn listener(name: &str, port: u32, filter: Filter) -> Listener {
+    xds::listener(name, addr("127.0.0.1", port), vec![filter])
 }
 
 fn routes(name: &str, cluster: &str) -> RouteConfiguration {
@@ -195,16 +155,8 @@ fn routes(name: &str, cluster: &str) -> RouteConfiguration {
             name: name.into(),
             domains: vec!["*".into()],
             routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        cluster.into(),
-                    )),
-                    ..Default::default()
-                })),
+                r#match: Some(prefix("/")),
+                action: Some(route::Action::Route(to(cluster))),
                 ..Default::default()
             }],
             ..Default::default()
@@ -216,7 +168,7 @@ fn routes(name: &str, cluster: &str) -> RouteConfiguration {
 /// The sidecar of `web`: a public TCP listener to the local app, an HTTP upstream `api`
 /// (HTTP/2, RDS) and a TCP upstream `db`, both EDS clusters.
 fn web(api_ports: &[u32]) -> Snapshot {
-    web_with(api_ports, vec![router("envoy.filters.http.router")], vec![])
+    web_with(api_ports, vec![router()], vec![])
 }
 
 fn web_with(api_ports: &[u32], api_filters: Vec<HttpFilter>, extra: Vec<Listener>) -> Snapshot {
@@ -262,51 +214,28 @@ fn clusters(names: &[&str]) -> Snapshot {
 // ---- control plane ----
 
 struct Server {
-    cache: SnapshotCache,
-    status: Arc<StatusTracker>,
-    addr: SocketAddr,
-    shutdown: Option<mesh_drain::Signal>,
-    task: JoinHandle<()>,
+    ads: Ads,
 }
 
 impl Server {
     /// A fresh control plane, on `addr` (a restart) or a new port.
     async fn start(addr: Option<SocketAddr>) -> Server {
-        let cache = SnapshotCache::default();
-        let status = Arc::new(StatusTracker::new());
-        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, drain) = mesh_drain::channel();
-        let ads = AdsServer::new(cache.clone(), Arc::clone(&status));
-        let task = tokio::spawn(async move {
-            serve(listener, ads, drain).await.unwrap();
-        });
+        let addr = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         Server {
-            cache,
-            status,
-            addr,
-            shutdown: Some(tx),
-            task,
+            ads: Ads::start_on(addr).await,
         }
     }
 
     fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let snapshot = Arc::new(snapshot);
-        self.cache
+        self.ads
+            .cache
             .publish(HashMap::from([(NODE.to_string(), Arc::clone(&snapshot))]));
         snapshot
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = &self.shutdown {
-            tx.start();
-        }
-        tokio::time::timeout(PATIENCE, &mut self.task)
-            .await
-            .expect("server did not stop")
-            .unwrap();
+    async fn stop(self) {
+        self.ads.stop(PATIENCE).await;
     }
 
     /// Waits until the stream of our node satisfies `f`.
@@ -314,6 +243,7 @@ impl Server {
         tokio::time::timeout(PATIENCE, async {
             loop {
                 let stream = self
+                    .ads
                     .status
                     .streams()
                     .into_iter()
@@ -325,7 +255,7 @@ impl Server {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("stream never got there: {:?}", self.status.streams()))
+        .unwrap_or_else(|_| panic!("stream never got there: {:?}", self.ads.status.streams()))
     }
 
     async fn synced(&self, snapshot: &Snapshot) -> StreamStatus {
@@ -426,7 +356,7 @@ fn http_filter_of(c: &ProxyConfig, listener: &str) -> Option<String> {
 async fn full_config_and_update(mode: XdsMode) {
     let server = Server::start(None).await;
     let v1 = server.publish(web(&[8001, 8002]));
-    let mut proxy = Proxy::start(server.addr, mode);
+    let mut proxy = Proxy::start(server.ads.addr, mode);
 
     let c = proxy
         .wait_for("every resource", |c| {
@@ -487,7 +417,7 @@ async fn delta_full_config_and_update() {
 async fn nack_keeps_the_last_good_config(mode: XdsMode) {
     let server = Server::start(None).await;
     server.publish(web(&[8001]));
-    let mut proxy = Proxy::start(server.addr, mode);
+    let mut proxy = Proxy::start(server.ads.addr, mode);
     proxy
         .wait_for("the api listener", |c| {
             c.listeners.contains_key("api:127.0.0.1:9191") && c.routes.contains_key("api")
@@ -499,7 +429,7 @@ async fn nack_keeps_the_last_good_config(mode: XdsMode) {
     // listener, and NACKs the response.
     let bad = web_with(
         &[8001],
-        vec![fault_filter(), router("envoy.filters.http.router")],
+        vec![fault_filter(), router()],
         vec![tcp_listener("extra", 9393, "db")],
     );
     let good = proxy.config.borrow().clone();
@@ -536,7 +466,7 @@ async fn nack_keeps_the_last_good_config(mode: XdsMode) {
     // changed).
     let fixed = server.publish(web_with(
         &[8001, 8002],
-        vec![router("envoy.filters.http.router")],
+        vec![router()],
         vec![
             tcp_listener("extra", 9393, "db"),
             tcp_listener("extra2", 9394, "db"),
@@ -564,7 +494,7 @@ async fn delta_nack_keeps_the_last_good_config() {
 async fn eds_subscription_follows_clusters(mode: XdsMode) {
     let server = Server::start(None).await;
     server.publish(clusters(&["a", "b"]));
-    let mut proxy = Proxy::start(server.addr, mode);
+    let mut proxy = Proxy::start(server.ads.addr, mode);
     proxy
         .wait_for("a and b with endpoints", |c| {
             endpoint_ports(c, "a") == [7000] && endpoint_ports(c, "b") == [7000]
@@ -609,7 +539,7 @@ async fn delta_eds_subscription_follows_clusters() {
 #[tokio::test]
 async fn delta_resyncs_after_a_server_restart_with_initial_versions() {
     let server = Server::start(None).await;
-    let addr = server.addr;
+    let addr = server.ads.addr;
     let v1 = server.publish(web(&[8001]));
     let mut proxy = Proxy::start(addr, XdsMode::Delta);
     proxy
@@ -660,7 +590,7 @@ async fn delta_resyncs_after_a_server_restart_with_initial_versions() {
 #[tokio::test]
 async fn sotw_resyncs_after_a_server_restart() {
     let server = Server::start(None).await;
-    let addr = server.addr;
+    let addr = server.ads.addr;
     server.publish(web(&[8001]));
     let mut proxy = Proxy::start(addr, XdsMode::Sotw);
     proxy
@@ -795,7 +725,7 @@ async fn the_control_planes_translation_is_accepted() {
 
     let server = Server::start(None).await;
     let snapshot = server.publish(snapshot);
-    let mut proxy = Proxy::start(server.addr, XdsMode::Sotw);
+    let mut proxy = Proxy::start(server.ads.addr, XdsMode::Sotw);
     let c = proxy
         .wait_for("the translated configuration", |c| {
             c.versions.len() == 4 && c.routes.contains_key("api")

@@ -5,28 +5,21 @@
 //! `x-vhost: <name>` (request and response), so the backend's echo tells which virtual host
 //! and which route matched, not only which cluster.
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use crate::support::xds::{
+    add, direct, eds_cluster, hcm, hcm_filter, listener, load_assignment, loopback, ms, path,
+    prefix, rds, static_cluster, to,
+};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
-    HeaderValueOption, SocketAddress, address, config_source, data_source,
-    header_value_option::HeaderAppendAction, socket_address,
+    HeaderValueOption, header_value_option::HeaderAppendAction,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
-    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
+    HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
     query_parameter_matcher, redirect_action, route, route_action, route_match, weighted_cluster,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
-};
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
-use envoy_types::pb::google::protobuf::{BoolValue, Duration, UInt32Value};
-use envoy_types::util::pack_any;
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use mesh_control_plane::snapshot::Snapshot;
 use std::net::SocketAddr;
 
@@ -59,137 +52,26 @@ pub fn snapshot(port: u16, addrs: &Addrs) -> Snapshot {
             eds_cluster("eds_c"),
         ],
         vec![load_assignment("eds_c", &[addrs.c])],
-        vec![listener(port)],
+        vec![main_listener(port)],
         vec![route_configuration()],
     )
 }
 
-// ---- clusters ----
-
-fn socket(addr: SocketAddr) -> Option<Address> {
-    Some(Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: addr.ip().to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                addr.port(),
-            ))),
-            ..Default::default()
-        })),
-    })
-}
-
-fn load_assignment(name: &str, addrs: &[SocketAddr]) -> ClusterLoadAssignment {
-    ClusterLoadAssignment {
-        cluster_name: name.into(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: addrs
-                .iter()
-                .map(|a| LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: socket(*a),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
-}
-
-fn static_cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
-    Cluster {
-        name: name.into(),
-        connect_timeout: Some(ms(1000)),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        load_assignment: Some(load_assignment(name, addrs)),
-        ..Default::default()
-    }
-}
-
-fn ads() -> Option<ConfigSource> {
-    Some(ConfigSource {
-        resource_api_version: ApiVersion::V3 as i32,
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
-        ..Default::default()
-    })
-}
-
-fn eds_cluster(name: &str) -> Cluster {
-    Cluster {
-        name: name.into(),
-        connect_timeout: Some(ms(1000)),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Eds as i32,
-        )),
-        eds_cluster_config: Some(cluster::EdsClusterConfig {
-            eds_config: ads(),
-            service_name: String::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-// ---- listener ----
-
-fn listener(port: u16) -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: LISTENER.into(),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-            config_source: ads(),
-            route_config_name: ROUTES.into(),
-        })),
-        ..Default::default()
-    };
-    Listener {
-        name: LISTENER.into(),
-        address: socket(SocketAddr::from(([127, 0, 0, 1], port))),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+fn main_listener(port: u16) -> Listener {
+    listener(
+        LISTENER,
+        loopback(port),
+        vec![hcm_filter(hcm(LISTENER, rds(ROUTES)))],
+    )
 }
 
 // ---- small builders ----
 
-pub fn ms(n: u64) -> Duration {
-    Duration {
-        seconds: i64::try_from(n / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((n % 1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
 fn header(name: &str, value: &str, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: name.into(),
-            value: value.into(),
-            ..Default::default()
-        }),
         append_action: action as i32,
-        ..Default::default()
+        ..add(name, value)
     }
-}
-
-fn add(name: &str, value: &str) -> HeaderValueOption {
-    header(name, value, HeaderAppendAction::AppendIfExistsOrAdd)
 }
 
 fn overwrite(name: &str, value: &str) -> HeaderValueOption {
@@ -234,27 +116,6 @@ fn query(
     QueryParameterMatcher {
         name: name.into(),
         query_parameter_match_specifier: Some(spec),
-    }
-}
-
-fn prefix(p: &str) -> RouteMatch {
-    RouteMatch {
-        path_specifier: Some(route_match::PathSpecifier::Prefix(p.into())),
-        ..Default::default()
-    }
-}
-
-fn exact(p: &str) -> RouteMatch {
-    RouteMatch {
-        path_specifier: Some(route_match::PathSpecifier::Path(p.into())),
-        ..Default::default()
-    }
-}
-
-fn to(cluster: &str) -> RouteAction {
-    RouteAction {
-        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
-        ..Default::default()
     }
 }
 
@@ -307,21 +168,11 @@ fn route_configuration() -> RouteConfiguration {
         ..Default::default()
     };
     let redirect = |r: RedirectAction| route::Action::Redirect(r);
-    let direct = |status: u32, body: Option<&str>| {
-        route::Action::DirectResponse(DirectResponseAction {
-            status,
-            body: body.map(|b| DataSource {
-                specifier: Some(data_source::Specifier::InlineString(b.into())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    };
 
     let main = vec![
         fwd("hello", prefix("/hello"), to("a")),
         // Path matching.
-        fwd("exact", exact("/exact"), to("a")),
+        fwd("exact", path("/exact"), to("a")),
         fwd(
             "regex",
             RouteMatch {
@@ -453,7 +304,7 @@ fn route_configuration() -> RouteConfiguration {
         ),
         fwd(
             "exact-rewrite",
-            exact("/exact-rewrite"),
+            path("/exact-rewrite"),
             RouteAction {
                 prefix_rewrite: "/replaced".into(),
                 ..to("a")
@@ -586,16 +437,16 @@ fn route_configuration() -> RouteConfiguration {
             response_headers_to_add: vec![add("x-direct", "yes")],
             ..route(
                 "direct",
-                exact("/direct"),
+                path("/direct"),
                 direct(200, Some("direct hello\n")),
             )
         },
         route(
             "direct-403",
-            exact("/direct-403"),
+            path("/direct-403"),
             direct(403, Some("forbidden")),
         ),
-        route("direct-empty", exact("/direct-empty"), direct(503, None)),
+        route("direct-empty", path("/direct-empty"), direct(503, None)),
         route(
             "redirect-path",
             prefix("/redirect-path"),

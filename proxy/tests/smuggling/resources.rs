@@ -9,24 +9,18 @@
 //! HCM (`up-hcm`), and websocket on some routes only (`up-route`); a case's route may turn
 //! websocket on or off, and one case's route may take every path.
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, HeaderValue, HeaderValueOption, SocketAddress, address, socket_address,
+use crate::support::xds::{
+    add, direct, hcm, hcm_filter, listener as xds_listener, loopback, path, prefix, static_cluster,
+    to,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
-    route_action, route_match,
+    Route, RouteAction, RouteConfiguration, VirtualHost, route, route_action,
 };
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
+    HttpConnectionManager, http_connection_manager,
 };
-use envoy_types::pb::google::protobuf::{BoolValue, Duration};
-use envoy_types::util::pack_any;
+use envoy_types::pb::google::protobuf::BoolValue;
 use mesh_control_plane::snapshot::Snapshot;
 use std::net::SocketAddr;
 
@@ -87,52 +81,12 @@ pub fn snapshot(ports: Ports, cases: &[CaseRoute], which: Listeners) -> Snapshot
     Snapshot::new(
         cases
             .iter()
-            .map(|c| static_cluster(&c.id, c.upstream))
+            .map(|c| static_cluster(&c.id, &[c.upstream]))
             .collect(),
         vec![],
         listeners,
         vec![],
     )
-}
-
-fn socket(addr: SocketAddr) -> Option<Address> {
-    Some(Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: addr.ip().to_string(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                addr.port(),
-            ))),
-            ..Default::default()
-        })),
-    })
-}
-
-fn static_cluster(name: &str, addr: SocketAddr) -> Cluster {
-    Cluster {
-        name: name.into(),
-        connect_timeout: Some(Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: name.into(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: socket(addr),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn listener(
@@ -150,64 +104,33 @@ fn listener(
         name: vhost.into(),
         domains: vec![domain.into()],
         routes: routes.clone(),
-        request_headers_to_add: vec![HeaderValueOption {
-            header: Some(HeaderValue {
-                key: "x-vhost".into(),
-                value: vhost.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
+        request_headers_to_add: vec![add("x-vhost", vhost)],
         ..Default::default()
     };
-    let hcm = HttpConnectionManager {
-        stat_prefix: name.into(),
-        upgrade_configs,
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
-            RouteConfiguration {
-                name: name.into(),
-                virtual_hosts: vec![
-                    vhost("backend", "backend"),
-                    vhost("evil", "evil.example"),
-                    vhost("any", "*"),
-                ],
-                ..Default::default()
-            },
-        )),
-        ..Default::default()
-    };
-    Listener {
+    let routes = RouteConfiguration {
         name: name.into(),
-        address: socket(SocketAddr::from(([127, 0, 0, 1], port))),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
+        virtual_hosts: vec![
+            vhost("backend", "backend"),
+            vhost("evil", "evil.example"),
+            vhost("any", "*"),
+        ],
         ..Default::default()
-    }
+    };
+    let manager = HttpConnectionManager {
+        upgrade_configs,
+        ..hcm(
+            name,
+            http_connection_manager::RouteSpecifier::RouteConfig(routes),
+        )
+    };
+    xds_listener(name, loopback(port), vec![hcm_filter(manager)])
 }
 
 /// `/ready` answered by the proxy itself: the readiness probe, which reaches no upstream.
 fn ready() -> Route {
     Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Path("/ready".into())),
-            ..Default::default()
-        }),
-        action: Some(route::Action::DirectResponse(DirectResponseAction {
-            status: 200,
-            ..Default::default()
-        })),
+        r#match: Some(path("/ready")),
+        action: Some(direct(200, None)),
         ..Default::default()
     }
 }
@@ -222,19 +145,16 @@ fn route(case: &CaseRoute) -> Route {
         })
         .into_iter()
         .collect();
+    let path_prefix = if case.catch_all {
+        "/".to_owned()
+    } else {
+        format!("/{}/", case.id)
+    };
     Route {
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Prefix(if case.catch_all {
-                "/".into()
-            } else {
-                format!("/{}/", case.id)
-            })),
-            ..Default::default()
-        }),
+        r#match: Some(prefix(&path_prefix)),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(case.id.clone())),
             upgrade_configs,
-            ..Default::default()
+            ..to(&case.id)
         })),
         ..Default::default()
     }
