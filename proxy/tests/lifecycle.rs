@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -25,27 +24,14 @@ use mesh_proxy::config::ProxyConfig;
 use mesh_proxy::runtime::{ProxyHandle, ProxyOptions};
 use support::envoy::{Envoy, envoy_bin, free_port};
 use support::harness::Harness;
-use support::xds::{direct, hcm, hcm_filter, loopback, prefix};
+use support::xds::{direct, hcm, hcm_filter, loopback, route_everything};
 
 const INBOUND: i32 = 1;
 const OUTBOUND: i32 = 2;
 
 /// An HTTP listener answering every request with a direct 200 `hi\n`.
 fn listener(name: &str, port: u16, direction: i32) -> Listener {
-    let routes = RouteConfiguration {
-        name: name.into(),
-        virtual_hosts: vec![VirtualHost {
-            name: name.into(),
-            domains: vec!["*".into()],
-            routes: vec![Route {
-                r#match: Some(prefix("/")),
-                action: Some(direct(200, Some("hi\n"))),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let routes = route_everything(name, direct(200, Some("hi\n")));
     let routes = http_connection_manager::RouteSpecifier::RouteConfig(routes);
     Listener {
         traffic_direction: direction,

@@ -6,14 +6,10 @@
 mod support;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, Http2ProtocolOptions, SocketAddress, address, socket_address,
-};
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
+use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, Listener};
-use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, VirtualHost, route};
+use envoy_types::pb::envoy::config::route::v3::route;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_filter,
 };
@@ -36,7 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::envoy::Ads;
-use support::xds::{self, ads, hcm_filter, network_filter, prefix, router, to};
+use support::xds::{
+    self, ads, hcm_filter, load_assignment, loopback, network_filter, route_everything, router, to,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -45,16 +43,6 @@ const NODE: &str = "web-1-sidecar-proxy";
 const PATIENCE: Duration = Duration::from_secs(5);
 
 // ---- resources ----
-
-fn addr(ip: &str, port: u32) -> Option<Address> {
-    Some(Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: ip.into(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
-    })
-}
 
 fn eds_cluster(name: &str, http2: bool) -> Cluster {
     let mut c = Cluster {
@@ -92,24 +80,13 @@ fn eds_cluster(name: &str, http2: bool) -> Cluster {
     c
 }
 
-fn endpoints(name: &str, ports: &[u32]) -> ClusterLoadAssignment {
-    ClusterLoadAssignment {
-        cluster_name: name.into(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: ports
-                .iter()
-                .map(|p| LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: addr("10.0.0.2", *p),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+/// `ports` on 10.0.0.2.
+fn endpoints(name: &str, ports: &[u16]) -> ClusterLoadAssignment {
+    let addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([10, 0, 0, 2], *p)))
+        .collect();
+    load_assignment(name, &addrs)
 }
 
 fn local_app() -> Cluster {
@@ -123,7 +100,7 @@ fn local_app() -> Cluster {
     }
 }
 
-fn http_listener(name: &str, port: u32, rds: &str, filters: Vec<HttpFilter>) -> Listener {
+fn http_listener(name: &str, port: u16, rds: &str, filters: Vec<HttpFilter>) -> Listener {
     let hcm = HttpConnectionManager {
         http_filters: filters,
         ..xds::hcm(&format!("upstream.{rds}"), xds::rds(rds))
@@ -131,7 +108,7 @@ fn http_listener(name: &str, port: u32, rds: &str, filters: Vec<HttpFilter>) -> 
     listener(name, port, hcm_filter(hcm))
 }
 
-fn tcp_listener(name: &str, port: u32, cluster: &str) -> Listener {
+fn tcp_listener(name: &str, port: u16, cluster: &str) -> Listener {
     let tcp = TcpProxy {
         stat_prefix: name.into(),
         cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.into())),
@@ -144,34 +121,17 @@ fn tcp_listener(name: &str, port: u32, cluster: &str) -> Listener {
     )
 }
 
-fn listener(name: &str, port: u32, filter: Filter) -> Listener {
-    xds::listener(name, addr("127.0.0.1", port), vec![filter])
-}
-
-fn routes(name: &str, cluster: &str) -> RouteConfiguration {
-    RouteConfiguration {
-        name: name.into(),
-        virtual_hosts: vec![VirtualHost {
-            name: name.into(),
-            domains: vec!["*".into()],
-            routes: vec![Route {
-                r#match: Some(prefix("/")),
-                action: Some(route::Action::Route(to(cluster))),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+fn listener(name: &str, port: u16, filter: Filter) -> Listener {
+    xds::listener(name, loopback(port), vec![filter])
 }
 
 /// The sidecar of `web`: a public TCP listener to the local app, an HTTP upstream `api`
 /// (HTTP/2, RDS) and a TCP upstream `db`, both EDS clusters.
-fn web(api_ports: &[u32]) -> Snapshot {
+fn web(api_ports: &[u16]) -> Snapshot {
     web_with(api_ports, vec![router()], vec![])
 }
 
-fn web_with(api_ports: &[u32], api_filters: Vec<HttpFilter>, extra: Vec<Listener>) -> Snapshot {
+fn web_with(api_ports: &[u16], api_filters: Vec<HttpFilter>, extra: Vec<Listener>) -> Snapshot {
     let mut listeners = vec![
         tcp_listener("public_listener", 21000, "local_app"),
         http_listener("api:127.0.0.1:9191", 9191, "api", api_filters),
@@ -186,7 +146,7 @@ fn web_with(api_ports: &[u32], api_filters: Vec<HttpFilter>, extra: Vec<Listener
         ],
         vec![endpoints("api", api_ports), endpoints("db", &[5432])],
         listeners,
-        vec![routes("api", "api")],
+        vec![route_everything("api", route::Action::Route(to("api")))],
     )
 }
 

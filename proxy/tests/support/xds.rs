@@ -11,7 +11,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, RouteAction, RouteMatch, route, route_action, route_match,
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route,
+    route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -196,6 +197,25 @@ pub fn direct(status: u32, body: Option<&str>) -> route::Action {
         }),
         ..Default::default()
     })
+}
+
+/// The route configuration `name`: one virtual host (`name` too) for every domain, whose one
+/// route takes every path to `action`.
+pub fn route_everything(name: &str, action: route::Action) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.into(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.into(),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                r#match: Some(prefix("/")),
+                action: Some(action),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 /// `name: value`, appended (Envoy's default action).
