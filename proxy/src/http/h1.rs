@@ -609,8 +609,13 @@ async fn exchange(
     drop(arrived.head);
     let head_only = request.method() == Method::HEAD;
     let started = Started::new(&ctx, &request);
-    let routed = forward::proxy(&ctx, &mut request, Some(timer.as_mut()));
-    let Some(mut response) = while_client_stays(&stream, routed).await else {
+    // Pinned here and lent by reference: moved into the watch instead, the router's future
+    // (a few KB) would be stored twice in this one and copied between them.
+    let answer = {
+        let routed = std::pin::pin!(forward::proxy(&ctx, &mut request, Some(timer.as_mut())));
+        while_client_stays(&stream, routed).await
+    };
+    let Some(mut response) = answer else {
         // Gone: the request, and its upstream exchange with it, were dropped at once rather
         // than left to run to their timeout (Envoy resets the upstream stream likewise).
         ctx.listener
@@ -724,7 +729,7 @@ async fn write_response(
     let gone = || io::Error::from(io::ErrorKind::ConnectionAborted);
     loop {
         let frame = if head_sent {
-            while_client_stays(stream, body.frame())
+            while_client_stays(stream, std::pin::pin!(body.frame()))
                 .await
                 .ok_or_else(gone)?
         } else {
@@ -734,7 +739,7 @@ async fn write_response(
                     stream.write_all(&out).await?;
                     out.clear();
                     head_sent = true;
-                    while_client_stays(stream, body.frame())
+                    while_client_stays(stream, std::pin::pin!(body.frame()))
                         .await
                         .ok_or_else(gone)?
                 }
@@ -806,8 +811,10 @@ async fn write_response(
 /// a readiness check per poll. Bytes of a next (pipelined) request end the watch: whether
 /// the client closed behind them cannot be told without reading them, and reading them is
 /// for the next request.
-async fn while_client_stays<F: Future>(stream: &TcpStream, work: F) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
+async fn while_client_stays<F: Future>(
+    stream: &TcpStream,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
     let mut watching = true;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = work.as_mut().poll(cx) {
