@@ -397,6 +397,9 @@ pub struct CatalogService {
     pub service_enable_tag_override: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_proxy: Option<ConnectProxyConfig>,
+    /// `{"Native": true}` for a natively connect-aware instance (`/v1/catalog/connect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_connect: Option<ServiceConnect>,
     pub create_index: u64,
     pub modify_index: u64,
 }

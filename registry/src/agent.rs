@@ -13,6 +13,16 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consul allocates sidecar ports from this range when a sidecar gives none.
 pub const SIDECAR_PORTS: std::ops::RangeInclusive<u16> = 21000..=21255;
 
+/// The `Type` of the checks maintenance mode adds; nothing runs them.
+pub const MAINTENANCE_CHECK_TYPE: &str = "maintenance";
+/// Consul's check IDs and names for maintenance mode (`api.ServiceMaintPrefix`, `api.NodeMaint`).
+pub const SERVICE_MAINT_PREFIX: &str = "_service_maintenance:";
+pub const NODE_MAINT_CHECK_ID: &str = "_node_maintenance";
+const SERVICE_MAINT_NAME: &str = "Service Maintenance Mode";
+const NODE_MAINT_NAME: &str = "Node Maintenance Mode";
+const DEFAULT_SERVICE_MAINT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
+const DEFAULT_NODE_MAINT_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
     #[error("Missing service name")]
@@ -52,7 +62,7 @@ pub fn build_registrations(
             sc.name = format!("{}-sidecar-proxy", def.name);
         }
         if sc.id.is_empty() {
-            sc.id = format!("{}-sidecar-proxy", def.id);
+            sc.id = sidecar_id(&def.id);
         }
         sc.kind = "connect-proxy".to_string();
         if sc.port == 0 {
@@ -161,6 +171,83 @@ fn build_one(
         checks.push(build_check(&c, node, Some(&service))?);
     }
     Ok(Registration { service, checks })
+}
+
+/// The ID Consul gives the sidecar of service `service_id` (and deregisters with it).
+pub fn sidecar_id(service_id: &str) -> String {
+    format!("{service_id}-sidecar-proxy")
+}
+
+/// Whether `candidate` is the sidecar that `Connect.SidecarService` registered for service
+/// `parent_id`: Consul marks such a sidecar and removes it with its parent. We keep no mark;
+/// the sidecar ID, kind and destination together say the same.
+pub fn is_sidecar_of(candidate: &AgentService, parent_id: &str) -> bool {
+    candidate.id == sidecar_id(parent_id)
+        && candidate.kind == "connect-proxy"
+        && candidate
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.destination_service_id == parent_id)
+}
+
+/// The critical check that puts service `service` into maintenance (Consul's
+/// `EnableServiceMaintenance`).
+pub fn service_maintenance_check(node: &str, service: &AgentService, reason: &str) -> HealthCheck {
+    HealthCheck {
+        node: node.to_string(),
+        check_id: format!("{SERVICE_MAINT_PREFIX}{}", service.id),
+        name: SERVICE_MAINT_NAME.to_string(),
+        status: CheckStatus::Critical,
+        notes: if reason.is_empty() {
+            DEFAULT_SERVICE_MAINT_REASON.to_string()
+        } else {
+            reason.to_string()
+        },
+        service_id: service.id.clone(),
+        service_name: service.service.clone(),
+        service_tags: service.tags.clone(),
+        check_type: MAINTENANCE_CHECK_TYPE.to_string(),
+        ..HealthCheck::default()
+    }
+}
+
+/// The critical node check that puts every service of `node` into maintenance.
+pub fn node_maintenance_check(node: &str, reason: &str) -> HealthCheck {
+    HealthCheck {
+        node: node.to_string(),
+        check_id: NODE_MAINT_CHECK_ID.to_string(),
+        name: NODE_MAINT_NAME.to_string(),
+        status: CheckStatus::Critical,
+        notes: if reason.is_empty() {
+            DEFAULT_NODE_MAINT_REASON.to_string()
+        } else {
+            reason.to_string()
+        },
+        check_type: MAINTENANCE_CHECK_TYPE.to_string(),
+        ..HealthCheck::default()
+    }
+}
+
+/// Whether `check` is one of maintenance mode's checks.
+pub fn is_maintenance(check: &HealthCheck) -> bool {
+    check.check_id == NODE_MAINT_CHECK_ID || check.check_id.starts_with(SERVICE_MAINT_PREFIX)
+}
+
+/// The status of a set of checks as Consul's agent health endpoints aggregate it: maintenance
+/// wins, then the worst of critical, warning and passing; no checks is passing.
+pub fn aggregated_status(checks: &[HealthCheck]) -> CheckStatus {
+    if checks.iter().any(is_maintenance) {
+        return CheckStatus::Maintenance;
+    }
+    checks
+        .iter()
+        .map(|c| c.status)
+        .max_by_key(|s| match s {
+            CheckStatus::Passing => 0,
+            CheckStatus::Warning => 1,
+            CheckStatus::Critical | CheckStatus::Maintenance => 2,
+        })
+        .unwrap_or(CheckStatus::Passing)
 }
 
 /// Validates one check definition and builds its stored form (initially `critical` unless a
@@ -385,6 +472,63 @@ mod tests {
         assert_eq!(proxy.destination_service_name, "web");
         assert_eq!(proxy.local_service_port, 8080);
         assert!(regs[0].service.connect.is_none());
+    }
+
+    #[test]
+    fn only_the_registered_sidecar_goes_with_its_service() {
+        let def = ServiceDefinition {
+            name: "web".into(),
+            id: "web-1".into(),
+            port: 8080,
+            connect: Some(ServiceConnect {
+                native: false,
+                sidecar_service: Some(Box::new(ServiceDefinition::default())),
+            }),
+            ..Default::default()
+        };
+        let regs = build_registrations(def, "n1", "dc1", &|_| false).unwrap();
+        let sidecar = &regs[1].service;
+        assert!(is_sidecar_of(sidecar, "web-1"));
+        assert!(!is_sidecar_of(sidecar, "web"));
+        // A proxy that merely has the name, in front of another instance, is not it.
+        let mut stranger = sidecar.clone();
+        stranger.proxy.as_mut().unwrap().destination_service_id = "web-2".into();
+        assert!(!is_sidecar_of(&stranger, "web-1"));
+        assert!(!is_sidecar_of(&regs[0].service, "web-1"));
+    }
+
+    #[test]
+    fn aggregated_status_is_consuls() {
+        let check = |id: &str, status| HealthCheck {
+            check_id: id.into(),
+            status,
+            ..Default::default()
+        };
+        assert_eq!(aggregated_status(&[]), CheckStatus::Passing);
+        let mixed = [
+            check("a", CheckStatus::Passing),
+            check("b", CheckStatus::Warning),
+        ];
+        assert_eq!(aggregated_status(&mixed), CheckStatus::Warning);
+        let critical = [
+            check("a", CheckStatus::Critical),
+            check("b", CheckStatus::Warning),
+        ];
+        assert_eq!(aggregated_status(&critical), CheckStatus::Critical);
+        // Maintenance wins over everything, whatever the other checks say.
+        let service = AgentService {
+            id: "web-1".into(),
+            ..Default::default()
+        };
+        let maint = [
+            check("a", CheckStatus::Passing),
+            service_maintenance_check("n", &service, ""),
+        ];
+        assert_eq!(aggregated_status(&maint), CheckStatus::Maintenance);
+        assert_eq!(
+            aggregated_status(&[node_maintenance_check("n", "why")]),
+            CheckStatus::Maintenance
+        );
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub fn truncate_output(mut s: String) -> String {
     s
 }
 
+/// Whether the runner schedules `check`: not catalog checks (reported by whoever registered
+/// them, no type) nor maintenance checks (critical until maintenance ends).
+fn is_run_here(check: &HealthCheck) -> bool {
+    !check.check_type.is_empty() && check.check_type != crate::agent::MAINTENANCE_CHECK_TYPE
+}
+
 /// Whether a service whose check has been critical since `critical_since` is due for removal.
 pub fn due_for_reaping(critical_since: Instant, now: Instant, after: Duration) -> bool {
     now.saturating_duration_since(critical_since) >= after.max(MIN_DEREGISTER_AFTER)
@@ -138,7 +144,7 @@ impl CheckRunner {
             .range((self.node.clone(), String::new())..)
             .take_while(|((node, _), _)| *node == self.node)
             .map(|(_, c)| c)
-            .filter(|c| !c.check_type.is_empty() && !running.contains_key(&c.check_id))
+            .filter(|c| is_run_here(c) && !running.contains_key(&c.check_id))
             .cloned()
             .collect();
         drop(st);
@@ -442,6 +448,26 @@ mod tests {
             t0 + Duration::from_secs(120),
             Duration::from_secs(120)
         ));
+    }
+
+    #[test]
+    fn maintenance_and_catalog_checks_are_not_run() {
+        let service = mesh_proto::consul::AgentService {
+            id: "web-1".into(),
+            ..Default::default()
+        };
+        assert!(!is_run_here(&crate::agent::service_maintenance_check(
+            "n", &service, ""
+        )));
+        assert!(!is_run_here(&crate::agent::node_maintenance_check("n", "")));
+        assert!(!is_run_here(&HealthCheck::default()));
+        for kind in ["ttl", "http", "tcp"] {
+            let check = HealthCheck {
+                check_type: kind.into(),
+                ..Default::default()
+            };
+            assert!(is_run_here(&check), "{kind}");
+        }
     }
 
     #[test]

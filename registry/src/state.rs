@@ -27,6 +27,10 @@ pub mod idx {
     pub fn connect(name: &str) -> String {
         format!("connect:{name}")
     }
+    /// A node's catalog entry: the node itself and the services registered on it.
+    pub fn node(name: &str) -> String {
+        format!("node:{name}")
+    }
     pub fn config_kind(kind: &str) -> String {
         format!("config:{kind}")
     }
@@ -37,6 +41,18 @@ pub mod idx {
     pub fn kv_tombstone(key: &str) -> String {
         format!("{KV_TOMBSTONE_PREFIX}{key}")
     }
+}
+
+/// Whether `s` serves connect traffic for service `name`: a proxy in front of it, or one of
+/// its instances that speaks connect natively.
+pub fn is_connect_instance_of(s: &AgentService, name: &str) -> bool {
+    if s.kind == "connect-proxy" {
+        return s
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.destination_service_name == name);
+    }
+    s.service == name && s.connect.as_ref().is_some_and(|c| c.native)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -312,31 +328,78 @@ impl State {
     pub fn catalog_service(&self, name: &str, tags: &[String]) -> Vec<CatalogService> {
         self.instances(name)
             .filter(|(_, s)| tags.iter().all(|t| s.tags.contains(t)))
-            .map(|(node, s)| {
-                let n = self.node_or_default(node);
-                CatalogService {
-                    id: n.id,
-                    node: n.node,
-                    address: n.address,
-                    datacenter: n.datacenter,
-                    tagged_addresses: n.tagged_addresses,
-                    node_meta: n.meta,
-                    service_kind: s.kind.clone(),
-                    service_id: s.id.clone(),
-                    service_name: s.service.clone(),
-                    service_tags: s.tags.clone(),
-                    service_address: s.address.clone(),
-                    service_tagged_addresses: s.tagged_addresses.clone(),
-                    service_weights: s.weights.clone(),
-                    service_meta: s.meta.clone(),
-                    service_port: s.port,
-                    service_enable_tag_override: s.enable_tag_override,
-                    service_proxy: s.proxy.clone(),
-                    create_index: s.create_index,
-                    modify_index: s.modify_index,
-                }
-            })
+            .map(|(node, s)| self.catalog_entry(node, s))
             .collect()
+    }
+
+    fn catalog_entry(&self, node: &str, s: &AgentService) -> CatalogService {
+        let n = self.node_or_default(node);
+        CatalogService {
+            id: n.id,
+            node: n.node,
+            address: n.address,
+            datacenter: n.datacenter,
+            tagged_addresses: n.tagged_addresses,
+            node_meta: n.meta,
+            service_kind: s.kind.clone(),
+            service_id: s.id.clone(),
+            service_name: s.service.clone(),
+            service_tags: s.tags.clone(),
+            service_address: s.address.clone(),
+            service_tagged_addresses: s.tagged_addresses.clone(),
+            service_weights: s.weights.clone(),
+            service_meta: s.meta.clone(),
+            service_port: s.port,
+            service_enable_tag_override: s.enable_tag_override,
+            service_proxy: s.proxy.clone(),
+            service_connect: s.connect.clone(),
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+
+    /// The connect-capable instances of service `name`, as Consul finds them: the
+    /// `connect-proxy` services whose destination is `name`, and `name`'s own instances
+    /// that are natively connect-aware (`Connect.Native`).
+    pub fn connect_instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a AgentService)> {
+        self.services
+            .iter()
+            .filter(move |(_, s)| is_connect_instance_of(s, name))
+            .map(|((node, _), s)| (node.as_str(), s))
+    }
+
+    /// `GET /v1/catalog/connect/:name`.
+    pub fn catalog_connect(&self, name: &str, tags: &[String]) -> Vec<CatalogService> {
+        self.connect_instances(name)
+            .filter(|(_, s)| tags.iter().all(|t| s.tags.contains(t)))
+            .map(|(node, s)| self.catalog_entry(node, s))
+            .collect()
+    }
+
+    /// The index of `/v1/catalog/connect/:name` and `/v1/health/connect/:name`.
+    pub fn connect_index(&self, name: &str) -> u64 {
+        self.result_index(&idx::connect(name), idx::SERVICES)
+    }
+
+    /// A node and the services registered on it; `None` for a node the catalog does not know.
+    pub fn node_services(&self, node: &str) -> Option<(Node, Vec<&AgentService>)> {
+        let n = self.nodes.get(node)?.clone();
+        let lo = (node.to_string(), String::new());
+        let services = self
+            .services
+            .range(lo..)
+            .take_while(|((n, _), _)| n == node)
+            .map(|(_, s)| s)
+            .collect();
+        Some((n, services))
+    }
+
+    /// The index of a node's catalog entry (`/v1/catalog/node/:node`, `node-services`).
+    pub fn node_index(&self, node: &str) -> u64 {
+        self.result_index(&idx::node(node), idx::NODES)
     }
 
     fn entry(&self, node: &str, s: &AgentService) -> ServiceEntry {
@@ -357,17 +420,11 @@ impl State {
             .collect()
     }
 
-    /// `GET /v1/health/connect/:name`: the connect proxies that front service `name`.
+    /// `GET /v1/health/connect/:name`: the connect-capable instances of `name` (its proxies
+    /// and its native instances) with their health.
     pub fn health_connect(&self, name: &str, passing: bool) -> Vec<ServiceEntry> {
-        self.services
-            .iter()
-            .filter(|(_, s)| {
-                s.kind == "connect-proxy"
-                    && s.proxy
-                        .as_ref()
-                        .is_some_and(|p| p.destination_service_name == name)
-            })
-            .map(|((node, _), s)| self.entry(node, s))
+        self.connect_instances(name)
+            .map(|(node, s)| self.entry(node, s))
             .filter(|e| !passing || e.checks.iter().all(|c| c.status == CheckStatus::Passing))
             .collect()
     }

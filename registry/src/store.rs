@@ -60,6 +60,9 @@ impl<'a> Tx<'a> {
         {
             self.bump(idx::connect(&proxy.destination_service_name));
         }
+        if svc.connect.as_ref().is_some_and(|c| c.native) {
+            self.bump(idx::connect(&svc.service));
+        }
     }
 
     /// The services a change to a check on `node` (for `service_id`, or all when empty) affects.
@@ -86,6 +89,7 @@ impl<'a> Tx<'a> {
         }
         node.modify_index = self.index;
         self.bump(idx::NODES);
+        self.bump(idx::node(&node.node));
         // Health and catalog output embed the node, so its services' results change too.
         let name = node.node.clone();
         self.touch_check(&name, "");
@@ -104,6 +108,7 @@ impl<'a> Tx<'a> {
         }
         svc.modify_index = self.index;
         self.bump(idx::SERVICES);
+        self.bump(idx::node(node));
         self.touch_service(&svc);
         self.mutations
             .push(Mutation::PutService(node.to_string(), svc));
@@ -130,9 +135,28 @@ impl<'a> Tx<'a> {
             self.delete_check(node, &check);
         }
         self.bump(idx::SERVICES);
+        self.bump(idx::node(node));
         self.touch_service(&old);
         self.mutations
             .push(Mutation::DeleteService(node.to_string(), id.to_string()));
+        true
+    }
+
+    /// Deregisters an agent service as Consul's agent does: the service, its checks, and the
+    /// sidecar its `Connect.SidecarService` registered. False when the service did not exist.
+    pub fn delete_agent_service(&mut self, node: &str, id: &str) -> bool {
+        let sidecar = self
+            .st
+            .services
+            .get(&(node.to_string(), crate::agent::sidecar_id(id)))
+            .filter(|s| crate::agent::is_sidecar_of(s, id))
+            .map(|s| s.id.clone());
+        if !self.delete_service(node, id) {
+            return false;
+        }
+        if let Some(sidecar) = sidecar {
+            self.delete_service(node, &sidecar);
+        }
         true
     }
 
@@ -188,6 +212,7 @@ impl<'a> Tx<'a> {
             self.delete_check(node, &id);
         }
         self.bump(idx::NODES);
+        self.bump(idx::node(node));
         self.mutations.push(Mutation::DeleteNode(node.to_string()));
         true
     }
@@ -311,8 +336,9 @@ impl Store {
         .await
     }
 
+    /// Deregisters an agent service with its checks and sidecar; false when it did not exist.
     pub async fn deregister_service(&self, node: &str, id: &str) -> Result<bool, StoreError> {
-        self.write(|tx| Ok(tx.delete_service(node, id))).await
+        self.write(|tx| Ok(tx.delete_agent_service(node, id))).await
     }
 
     /// `PUT /v1/kv/:key`: false when a `cas` condition fails.

@@ -9,6 +9,7 @@ use mesh_proto::consul::{
     AgentService, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck,
     HealthCheckDefinition, Node,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{ApiError, BlockOpts, Params, block, decode, json, passing};
@@ -29,6 +30,17 @@ pub fn routes() -> Router<Arc<Registry>> {
         .route("/v1/health/checks/{name}", get(health_checks))
         .route("/v1/health/node/{node}", get(health_node))
         .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/catalog/node/{node}", get(catalog_node))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(catalog_node_services),
+        )
+        .route("/v1/catalog/connect/{name}", get(catalog_connect))
+        .route(
+            "/v1/catalog/gateway-services/{gateway}",
+            get(gateway_services),
+        )
+        .route("/v1/health/ingress/{name}", get(health_ingress))
 }
 
 fn tags(params: &Params) -> Vec<String> {
@@ -337,4 +349,104 @@ async fn health_state(
         |c| wanted.is_none_or(|w| c.status == w),
     )
     .await
+}
+
+// Node views, connect-capable instances, and the gateway endpoints (which answer empty: this
+// registry accepts no gateway kinds).
+
+/// `GET /v1/catalog/node/:node`: `{"Node": ..., "Services": {id: service}}`, or `null` for a
+/// node the catalog does not know (200, as Consul answers).
+async fn catalog_node(
+    State(reg): State<Arc<Registry>>,
+    Path(node): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.node_index(&node),
+        |st| {
+            Ok(st.node_services(&node).map(|(n, services)| {
+                let services: BTreeMap<&str, &AgentService> =
+                    services.into_iter().map(|s| (s.id.as_str(), s)).collect();
+                serde_json::json!({ "Node": n, "Services": services })
+            }))
+        },
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+/// `GET /v1/catalog/node-services/:node`: `{"Node": ..., "Services": [service]}`; for an
+/// unknown node `{"Node": null, "Services": []}` (Consul sends `null` services there; we
+/// keep lists lists).
+async fn catalog_node_services(
+    State(reg): State<Arc<Registry>>,
+    Path(node): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.node_index(&node),
+        |st| {
+            Ok(match st.node_services(&node) {
+                Some((n, services)) => serde_json::json!({ "Node": n, "Services": services }),
+                None => serde_json::json!({ "Node": null, "Services": [] }),
+            })
+        },
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+/// `GET /v1/catalog/connect/:name`: the connect-capable instances of `name` (its proxies and
+/// its native instances) in `/v1/catalog/service` shape; `tag` filters as there.
+async fn catalog_connect(
+    State(reg): State<Arc<Registry>>,
+    Path(name): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(&params)?;
+    let tags = tags(&params);
+    let (index, out) = block(
+        &reg,
+        opts,
+        |st| st.connect_index(&name),
+        |st| Ok(st.catalog_connect(&name, &tags)),
+    )
+    .await?;
+    Ok(json(Some(index), &out))
+}
+
+/// `GET /v1/catalog/gateway-services/:gateway`: a gateway's linked services. Gateways cannot be
+/// registered here (only typical services and connect proxies), so the list is empty.
+async fn gateway_services(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    empty_list(&reg, &params).await
+}
+
+/// `GET /v1/health/ingress/:name`: the ingress gateways for a service; none can exist here.
+async fn health_ingress(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    passing(&params)?;
+    empty_list(&reg, &params).await
+}
+
+async fn empty_list(reg: &Registry, params: &Params) -> Result<Response, ApiError> {
+    let opts = BlockOpts::parse(params)?;
+    let (index, out) = block(
+        reg,
+        opts,
+        |st| st.index(idx::SERVICES).max(1),
+        |_| Ok(Vec::<serde_json::Value>::new()),
+    )
+    .await?;
+    Ok(json(Some(index), &out))
 }

@@ -5,7 +5,9 @@
 mod agent;
 mod catalog;
 mod config;
+mod coordinate;
 mod kv;
+mod unsupported;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -32,6 +34,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .merge(catalog::routes())
         .merge(kv::routes())
         .merge(config::routes())
+        .merge(coordinate::routes())
+        .merge(unsupported::routes())
         .route("/v1/status/leader", axum::routing::get(status_leader))
         .route("/v1/status/peers", axum::routing::get(status_peers))
         .fallback(not_found)
