@@ -82,6 +82,18 @@ async fn agent_service_carries_its_content_hash_and_blocks_on_it() {
         woken.header("x-consul-contenthash"),
         woken_body["ContentHash"].as_str()
     );
+
+    // Deregistration wakes it too, with the 404.
+    let path = format!(
+        "/v1/agent/service/web-1?hash={}&wait=30s",
+        woken_body["ContentHash"].as_str().unwrap()
+    );
+    let change = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        api.put_ok("/v1/agent/service/deregister/web-1", None).await;
+    };
+    let (gone, ()) = tokio::join!(api.get(&path), change);
+    assert_eq!(gone.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +438,13 @@ async fn members_and_version_describe_one_alive_server() {
     let wan = api.get("/v1/agent/members?wan=1").await.json();
     assert_eq!(wan[0]["Name"], "mesh.dc1");
     assert_eq!(wan[0]["Port"], 8302);
+
+    let this = api.get("/v1/agent/self").await.json();
+    assert_eq!(this["Config"]["Datacenter"], "dc1");
+    assert_eq!(this["Config"]["PrimaryDatacenter"], "dc1");
+    assert_eq!(this["Config"]["Server"], true);
+    assert_eq!(this["Member"], lan[0]);
+    assert_eq!(this["Coord"]["Error"], 1.5);
 
     let version = api.get("/v1/agent/version").await;
     assert_eq!(version.status, 200);

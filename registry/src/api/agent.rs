@@ -56,12 +56,15 @@ async fn agent_self(State(reg): State<Arc<Registry>>) -> Response {
         &json!({
             "Config": {
                 "Datacenter": cfg.datacenter,
+                "PrimaryDatacenter": cfg.datacenter,
                 "NodeName": cfg.node_name,
                 "NodeID": reg.node_id,
                 "Server": true,
                 "Version": crate::CONSUL_COMPAT_VERSION,
                 "Revision": env!("CARGO_PKG_VERSION"),
+                "BuildDate": "",
             },
+            "Coord": super::coordinate::origin(),
             "Member": member(&reg, false),
             "Meta": {},
             "Stats": {},

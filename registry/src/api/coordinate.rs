@@ -24,7 +24,7 @@ pub fn routes() -> Router<Arc<Registry>> {
 }
 
 /// A fresh serf coordinate: 8 zero dimensions, the maximum error (1.5), minimum height.
-fn origin() -> Value {
+pub(super) fn origin() -> Value {
     json!({
         "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         "Error": 1.5,
