@@ -233,11 +233,17 @@ async fn unsupported_endpoints_are_refused_by_name() {
         );
     }
     // ACL endpoints answer as a Consul with ACLs disabled.
-    let reply = api.get("/v1/acl/tokens").await;
-    assert_eq!(
-        (reply.status, reply.text.trim()),
-        (401, "ACL support disabled")
-    );
+    for (method, path) in [
+        ("GET", "/v1/acl/tokens"),
+        ("PUT", "/v1/agent/token/default"),
+    ] {
+        let reply = api.call(method, path, None, &[]).await;
+        assert_eq!(
+            (reply.status, reply.text.trim()),
+            (401, "ACL support disabled"),
+            "{method} {path}"
+        );
+    }
     // Anything else stays a plain 404.
     assert_eq!(api.get("/v1/nothing/here").await.status, 404);
 }

@@ -36,7 +36,7 @@ pub fn routes() -> Router<Arc<Registry>> {
         .route("/v1/agent/metrics", refuse("agent metrics", "it exports no Consul telemetry"))
         .route("/v1/agent/metrics/stream", refuse("agent metrics", "it exports no Consul telemetry"))
         .route("/v1/agent/monitor", refuse("agent monitor", "its logs go to its own standard error"))
-        .route("/v1/agent/token/{kind}", refuse("agent token", "ACLs are disabled (tokens are accepted and ignored)"))
+        .route("/v1/agent/token/{kind}", any(acl_disabled))
         .route(
             "/v1/agent/connect/{*rest}",
             refuse("the Connect CA and authorization", "the mesh does not issue Consul Connect certificates"),
@@ -55,7 +55,8 @@ pub fn routes() -> Router<Arc<Registry>> {
         .route("/v1/operator/{*rest}", refuse("operator endpoints", "there is no Raft cluster, keyring or autopilot"))
 }
 
-/// What Consul answers on `/v1/acl/*` when ACLs are disabled.
+/// What Consul answers on `/v1/acl/*` and `/v1/agent/token/*` when ACLs are disabled (tokens
+/// sent with other requests are accepted and ignored, as there).
 async fn acl_disabled() -> ApiError {
     ApiError {
         status: StatusCode::UNAUTHORIZED,
