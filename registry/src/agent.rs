@@ -20,8 +20,14 @@ pub const SERVICE_MAINT_PREFIX: &str = "_service_maintenance:";
 pub const NODE_MAINT_CHECK_ID: &str = "_node_maintenance";
 const SERVICE_MAINT_NAME: &str = "Service Maintenance Mode";
 const NODE_MAINT_NAME: &str = "Node Maintenance Mode";
-const DEFAULT_SERVICE_MAINT_REASON: &str = "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.";
-const DEFAULT_NODE_MAINT_REASON: &str = "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.";
+const DEFAULT_SERVICE_MAINT_REASON: &str = concat!(
+    "Maintenance mode is enabled for this service, ",
+    "but no reason was provided. This is a default message."
+);
+const DEFAULT_NODE_MAINT_REASON: &str = concat!(
+    "Maintenance mode is enabled for this node, ",
+    "but no reason was provided. This is a default message."
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentError {
