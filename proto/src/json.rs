@@ -4,6 +4,12 @@
 //! `name`, `serviceid`, `tagged_addresses`). We rewrite every known key to its canonical
 //! PascalCase spelling before handing the value to serde, except inside user maps (`Meta`,
 //! `Header`, `Config`, ...) whose keys belong to the user and keep their case.
+//!
+//! Members whose value is `null` are dropped on the way: Go decodes `null` into any field as
+//! its zero value, exactly as if the member were absent, and HashiCorp's Go client sends
+//! `"Checks":null`, `"TaggedAddresses":null` and the like for every unset slice, map and
+//! pointer. Inside user maps `null` is a value the user wrote (`Config` is handed to the proxy
+//! as is), so it stays.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -22,6 +28,8 @@ const OPAQUE: &[&str] = &[
     "Set",
     "Env",
     "Opaque",
+    "Arguments",
+    "LegacyMeta",
 ];
 
 /// Keys whose value maps user-chosen names to structs: the names are kept, the structs renamed.
@@ -46,7 +54,8 @@ fn canonical_table() -> &'static HashMap<String, &'static str> {
     })
 }
 
-/// Rewrites the keys of `value` in place to their canonical spelling.
+/// Rewrites the keys of `value` in place to their canonical spelling and drops `null` members
+/// outside user maps.
 pub fn normalize_keys(value: &mut Value) {
     match value {
         Value::Object(map) => normalize_object(map),
@@ -59,6 +68,9 @@ fn normalize_object(map: &mut Map<String, Value>) {
     let table = canonical_table();
     let old = std::mem::take(map);
     for (key, mut value) in old {
+        if value.is_null() {
+            continue;
+        }
         let key = match table.get(&fold(&key)) {
             Some(canonical) => (*canonical).to_string(),
             None => key,
@@ -101,6 +113,28 @@ mod tests {
                 "Meta": {"team_Name": "x"},
                 "Checks": [{"CheckID": "c1", "TTL": "10s", "Header": {"x-Foo": ["a"]}}],
                 "EnableTagOverride": true,
+            })
+        );
+    }
+
+    #[test]
+    fn nulls_are_absent_except_inside_user_maps() {
+        // The shapes HashiCorp's Go client sends for unset fields.
+        let mut v = json!({
+            "Name": "web",
+            "Check": null,
+            "Checks": null,
+            "TaggedAddresses": null,
+            "Proxy": {"Upstreams": [{"DestinationName": "db", "Config": null}], "Config": {"k": null}},
+            "Subsets": {"v1": {"Filter": null}},
+        });
+        normalize_keys(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "Name": "web",
+                "Proxy": {"Upstreams": [{"DestinationName": "db"}], "Config": {"k": null}},
+                "Subsets": {"v1": {}},
             })
         );
     }

@@ -109,6 +109,38 @@ pub(crate) mod opt_enum {
     }
 }
 
+/// Serde adapter for Go `time.Duration` fields without a custom JSON form: integer nanoseconds
+/// on the wire, as Consul and its Go client write them (a Go duration string is read too, as
+/// Consul's decoder does).
+pub(crate) mod nanos {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Nanos(u64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Nanos(n)) => Ok(Some(Duration::from_nanos(n))),
+            Some(Raw::Text(t)) if t.is_empty() => Ok(None),
+            Some(Raw::Text(t)) => crate::duration::parse(&t)
+                .map(Some)
+                .map_err(D::Error::custom),
+        }
+    }
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigEntryError> {
     T::deserialize(value).map_err(|e| locate::<T>(value, &e.to_string()))
 }
