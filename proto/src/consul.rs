@@ -944,6 +944,24 @@ mod go_client_tests {
     }
 
     #[test]
+    fn tagged_address_fields_match_in_any_case() {
+        let def: ServiceDefinition = decode(
+            r#"{"name":"web","tagged_addresses":{"lan_ipv4":{"address":"10.0.0.1","port":80}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            def.tagged_addresses["lan_ipv4"],
+            ServiceAddress {
+                address: "10.0.0.1".into(),
+                port: 80
+            }
+        );
+        let reg: CatalogRegistration =
+            decode(r#"{"node":"n","address":"a","tagged_addresses":{"wan":"1.2.3.4"}}"#).unwrap();
+        assert_eq!(reg.tagged_addresses["wan"], "1.2.3.4");
+    }
+
+    #[test]
     fn agent_check_register_and_ttl_update() {
         let check: CheckDefinition =
             decode(r#"{"ID":"mem","Name":"Memory","ServiceID":"web-1","TTL":"30s"}"#).unwrap();

@@ -22,8 +22,6 @@ const OPAQUE: &[&str] = &[
     "ServiceMeta",
     "Header",
     "Config",
-    "TaggedAddresses",
-    "ServiceTaggedAddresses",
     "Add",
     "Set",
     "Env",
@@ -33,7 +31,14 @@ const OPAQUE: &[&str] = &[
 ];
 
 /// Keys whose value maps user-chosen names to structs: the names are kept, the structs renamed.
-const NAMED_STRUCTS: &[&str] = &["Subsets", "Failover"];
+/// A node's `TaggedAddresses` maps names to strings, which renaming leaves alone; a service's
+/// maps them to `{Address, Port}`, whose keys Consul (Go's decoder) matches in any case.
+const NAMED_STRUCTS: &[&str] = &[
+    "Subsets",
+    "Failover",
+    "TaggedAddresses",
+    "ServiceTaggedAddresses",
+];
 
 /// Folds a key to its case- and separator-insensitive form.
 fn fold(key: &str) -> String {
@@ -98,7 +103,7 @@ mod tests {
         let mut v = json!({
             "name": "web",
             "serviceid": "web-1",
-            "tagged_addresses": {"lan": {"address": "10.0.0.1", "port": 80}},
+            "tagged_addresses": {"lan_IPv4": {"address": "10.0.0.1", "port": 80}},
             "meta": {"team_Name": "x"},
             "checks": [{"check_id": "c1", "ttl": "10s", "header": {"x-Foo": ["a"]}}],
             "enable_tag_override": true,
@@ -109,7 +114,7 @@ mod tests {
             json!({
                 "Name": "web",
                 "ServiceID": "web-1",
-                "TaggedAddresses": {"lan": {"address": "10.0.0.1", "port": 80}},
+                "TaggedAddresses": {"lan_IPv4": {"Address": "10.0.0.1", "Port": 80}},
                 "Meta": {"team_Name": "x"},
                 "Checks": [{"CheckID": "c1", "TTL": "10s", "Header": {"x-Foo": ["a"]}}],
                 "EnableTagOverride": true,

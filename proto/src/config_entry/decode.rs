@@ -128,11 +128,15 @@ pub(crate) mod nanos {
         #[serde(untagged)]
         enum Raw {
             Nanos(u64),
+            Negative(i64),
             Text(String),
         }
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
             Some(Raw::Nanos(n)) => Ok(Some(Duration::from_nanos(n))),
+            Some(Raw::Negative(n)) => Err(D::Error::custom(format!(
+                "invalid duration {n}: negative durations are not allowed"
+            ))),
             Some(Raw::Text(t)) if t.is_empty() => Ok(None),
             Some(Raw::Text(t)) => crate::duration::parse(&t)
                 .map(Some)
@@ -326,6 +330,30 @@ mod tests {
             "Items[50000].Size: invalid value: integer `-1`, expected u32"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn go_durations_are_integer_nanoseconds() {
+        #[derive(Debug, Default, Deserialize, serde::Serialize, PartialEq)]
+        #[serde(default)]
+        struct D {
+            #[serde(with = "nanos")]
+            d: Option<std::time::Duration>,
+        }
+        let d: D = serde_json::from_value(json!({"d": 1_500_000_000u64})).unwrap();
+        assert_eq!(d.d, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"d": 1_500_000_000u64})
+        );
+        let text: D = serde_json::from_value(json!({"d": "1.5s"})).unwrap();
+        assert_eq!(text, d);
+        assert_eq!(
+            serde_json::from_value::<D>(json!({"d": -1}))
+                .unwrap_err()
+                .to_string(),
+            "invalid duration -1: negative durations are not allowed"
+        );
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub const FIELD_NAMES: &[&str] = &[
     "BalanceInboundConnections",
     "ExternalSNI",
     "Config",
+    // the rest of Consul's schema of the two defaults kinds, and the fields the other kinds
+    // have in Consul only to refuse them when set (blocks.rs, support.rs)
     "TransparentProxy",
     "OutboundListenerPort",
     "DialedDirectly",
