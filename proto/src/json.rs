@@ -4,6 +4,12 @@
 //! `name`, `serviceid`, `tagged_addresses`). We rewrite every known key to its canonical
 //! PascalCase spelling before handing the value to serde, except inside user maps (`Meta`,
 //! `Header`, `Config`, ...) whose keys belong to the user and keep their case.
+//!
+//! Members whose value is `null` are dropped on the way: Go decodes `null` into any field as
+//! its zero value, exactly as if the member were absent, and HashiCorp's Go client sends
+//! `"Checks":null`, `"TaggedAddresses":null` and the like for every unset slice, map and
+//! pointer. Inside user maps `null` is a value the user wrote (`Config` is handed to the proxy
+//! as is), so it stays.
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -16,16 +22,23 @@ const OPAQUE: &[&str] = &[
     "ServiceMeta",
     "Header",
     "Config",
-    "TaggedAddresses",
-    "ServiceTaggedAddresses",
     "Add",
     "Set",
     "Env",
     "Opaque",
+    "Arguments",
+    "LegacyMeta",
 ];
 
 /// Keys whose value maps user-chosen names to structs: the names are kept, the structs renamed.
-const NAMED_STRUCTS: &[&str] = &["Subsets", "Failover"];
+/// A node's `TaggedAddresses` maps names to strings, which renaming leaves alone; a service's
+/// maps them to `{Address, Port}`, whose keys Consul (Go's decoder) matches in any case.
+const NAMED_STRUCTS: &[&str] = &[
+    "Subsets",
+    "Failover",
+    "TaggedAddresses",
+    "ServiceTaggedAddresses",
+];
 
 /// Folds a key to its case- and separator-insensitive form.
 fn fold(key: &str) -> String {
@@ -46,7 +59,8 @@ fn canonical_table() -> &'static HashMap<String, &'static str> {
     })
 }
 
-/// Rewrites the keys of `value` in place to their canonical spelling.
+/// Rewrites the keys of `value` in place to their canonical spelling and drops `null` members
+/// outside user maps.
 pub fn normalize_keys(value: &mut Value) {
     match value {
         Value::Object(map) => normalize_object(map),
@@ -59,6 +73,9 @@ fn normalize_object(map: &mut Map<String, Value>) {
     let table = canonical_table();
     let old = std::mem::take(map);
     for (key, mut value) in old {
+        if value.is_null() {
+            continue;
+        }
         let key = match table.get(&fold(&key)) {
             Some(canonical) => (*canonical).to_string(),
             None => key,
@@ -86,7 +103,7 @@ mod tests {
         let mut v = json!({
             "name": "web",
             "serviceid": "web-1",
-            "tagged_addresses": {"lan": {"address": "10.0.0.1", "port": 80}},
+            "tagged_addresses": {"lan_IPv4": {"address": "10.0.0.1", "port": 80}},
             "meta": {"team_Name": "x"},
             "checks": [{"check_id": "c1", "ttl": "10s", "header": {"x-Foo": ["a"]}}],
             "enable_tag_override": true,
@@ -97,10 +114,32 @@ mod tests {
             json!({
                 "Name": "web",
                 "ServiceID": "web-1",
-                "TaggedAddresses": {"lan": {"address": "10.0.0.1", "port": 80}},
+                "TaggedAddresses": {"lan_IPv4": {"Address": "10.0.0.1", "Port": 80}},
                 "Meta": {"team_Name": "x"},
                 "Checks": [{"CheckID": "c1", "TTL": "10s", "Header": {"x-Foo": ["a"]}}],
                 "EnableTagOverride": true,
+            })
+        );
+    }
+
+    #[test]
+    fn nulls_are_absent_except_inside_user_maps() {
+        // The shapes HashiCorp's Go client sends for unset fields.
+        let mut v = json!({
+            "Name": "web",
+            "Check": null,
+            "Checks": null,
+            "TaggedAddresses": null,
+            "Proxy": {"Upstreams": [{"DestinationName": "db", "Config": null}], "Config": {"k": null}},
+            "Subsets": {"v1": {"Filter": null}},
+        });
+        normalize_keys(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "Name": "web",
+                "Proxy": {"Upstreams": [{"DestinationName": "db"}], "Config": {"k": null}},
+                "Subsets": {"v1": {}},
             })
         );
     }

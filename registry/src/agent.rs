@@ -362,6 +362,8 @@ pub fn build_check(
             deregister_critical_service_after: def.deregister_critical_service_after,
             success_before_passing: def.success_before_passing,
             failures_before_critical: def.failures_before_critical,
+            // The TLS, UDP, OSService and H2PING settings are refused when the request is decoded.
+            ..Default::default()
         },
         create_index: 0,
         modify_index: 0,

@@ -199,8 +199,10 @@ impl State {
                 Table::Config => {
                     let p: PersistedConfig =
                         serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                    let entry =
-                        ConfigEntry::from_json(p.entry).map_err(|e| corrupt(e.to_string()))?;
+                    // Lenient about fields refused at write since the entry was stored (they
+                    // were ignored then too): a refusal added later must not stop a restart.
+                    let (entry, _) =
+                        ConfigEntry::from_consul(p.entry).map_err(|e| corrupt(e.to_string()))?;
                     st.config.insert(
                         (entry.kind(), entry.name().to_string()),
                         StoredConfig {
@@ -478,5 +480,31 @@ impl State {
             .take_while(|((k, _), _)| *k == kind)
             .map(|(_, c)| c)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An entry stored before a field was refused at write still loads (the field was ignored
+    /// then as it is now), so tightening validation never stops a restart.
+    #[test]
+    fn entries_with_fields_refused_since_they_were_stored_still_load() {
+        let entry = json!({"Kind": "service-defaults", "Name": "web", "Mode": "transparent",
+            "MaxInboundConnections": 10});
+        assert!(ConfigEntry::from_json(entry.clone()).is_err());
+        let record = serde_json::to_vec(&json!({"entry": entry, "create_index": 3,
+            "modify_index": 4}))
+        .unwrap();
+        let loaded = Loaded {
+            records: vec![(Table::Config, "service-defaults/web".into(), record)],
+            indexes: Vec::new(),
+        };
+        let st = State::from_loaded(loaded).unwrap();
+        let stored = &st.config[&(ConfigKind::ServiceDefaults, "web".to_string())];
+        assert_eq!(stored.modify_index, 4);
+        assert_eq!(stored.entry.unsupported().len(), 2);
     }
 }

@@ -109,6 +109,42 @@ pub(crate) mod opt_enum {
     }
 }
 
+/// Serde adapter for Go `time.Duration` fields without a custom JSON form: integer nanoseconds
+/// on the wire, as Consul and its Go client write them (a Go duration string is read too, as
+/// Consul's decoder does).
+pub(crate) mod nanos {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Nanos(u64),
+            Negative(i64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Nanos(n)) => Ok(Some(Duration::from_nanos(n))),
+            Some(Raw::Negative(n)) => Err(D::Error::custom(format!(
+                "invalid duration {n}: negative durations are not allowed"
+            ))),
+            Some(Raw::Text(t)) if t.is_empty() => Ok(None),
+            Some(Raw::Text(t)) => crate::duration::parse(&t)
+                .map(Some)
+                .map_err(D::Error::custom),
+        }
+    }
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(value: &Value) -> Result<T, ConfigEntryError> {
     T::deserialize(value).map_err(|e| locate::<T>(value, &e.to_string()))
 }
@@ -294,6 +330,30 @@ mod tests {
             "Items[50000].Size: invalid value: integer `-1`, expected u32"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn go_durations_are_integer_nanoseconds() {
+        #[derive(Debug, Default, Deserialize, serde::Serialize, PartialEq)]
+        #[serde(default)]
+        struct D {
+            #[serde(with = "nanos")]
+            d: Option<std::time::Duration>,
+        }
+        let d: D = serde_json::from_value(json!({"d": 1_500_000_000u64})).unwrap();
+        assert_eq!(d.d, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"d": 1_500_000_000u64})
+        );
+        let text: D = serde_json::from_value(json!({"d": "1.5s"})).unwrap();
+        assert_eq!(text, d);
+        assert_eq!(
+            serde_json::from_value::<D>(json!({"d": -1}))
+                .unwrap_err()
+                .to_string(),
+            "invalid duration -1: negative durations are not allowed"
+        );
     }
 
     #[test]

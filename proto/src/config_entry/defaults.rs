@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+use super::blocks::{
+    AccessLogsConfig, DestinationConfig, EnvoyExtension, ExposeConfig, FailoverPolicy,
+    MeshGatewayConfig, MutualTlsMode, PrioritizeByLocality, RateLimits, TransparentProxyConfig,
+    UpstreamConfiguration, is_blank,
+};
 use super::decode::opt_enum;
 use super::{ConfigEntryError, invalid, is_zero_u32, key_path};
 
@@ -36,6 +41,8 @@ wire_enum! {
     }
 }
 
+/// Consul's whole service-defaults schema decodes; what the mesh does not honour yet is refused
+/// when set (see `support.rs`). Empty blocks are skipped on output, as they mean nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 pub struct ServiceDefaults {
@@ -44,6 +51,24 @@ pub struct ServiceDefaults {
     pub protocol: Option<Protocol>,
     #[serde(with = "opt_enum", skip_serializing_if = "Option::is_none")]
     pub mode: Option<ProxyMode>,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub transparent_proxy: TransparentProxyConfig,
+    #[serde(
+        rename = "MutualTLSMode",
+        with = "opt_enum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mutual_tls_mode: Option<MutualTlsMode>,
+    #[serde(skip_serializing_if = "MeshGatewayConfig::is_empty")]
+    pub mesh_gateway: MeshGatewayConfig,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub expose: ExposeConfig,
+    #[serde(rename = "ExternalSNI", skip_serializing_if = "String::is_empty")]
+    pub external_sni: String,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub upstream_config: Option<UpstreamConfiguration>,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub destination: Option<DestinationConfig>,
     /// Caps concurrent inbound connections to the service instance; 0 means no limit.
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub max_inbound_connections: u32,
@@ -53,8 +78,10 @@ pub struct ServiceDefaults {
     pub local_request_timeout_ms: u32,
     #[serde(with = "opt_enum", skip_serializing_if = "Option::is_none")]
     pub balance_inbound_connections: Option<BalanceInboundConnections>,
-    #[serde(rename = "ExternalSNI", skip_serializing_if = "String::is_empty")]
-    pub external_sni: String,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub rate_limits: Option<RateLimits>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub envoy_extensions: Vec<EnvoyExtension>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
 }
@@ -76,6 +103,26 @@ pub struct ProxyDefaults {
     pub config: Map<String, Value>,
     #[serde(with = "opt_enum", skip_serializing_if = "Option::is_none")]
     pub mode: Option<ProxyMode>,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub transparent_proxy: TransparentProxyConfig,
+    #[serde(
+        rename = "MutualTLSMode",
+        with = "opt_enum",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mutual_tls_mode: Option<MutualTlsMode>,
+    #[serde(skip_serializing_if = "MeshGatewayConfig::is_empty")]
+    pub mesh_gateway: MeshGatewayConfig,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub expose: ExposeConfig,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub access_logs: AccessLogsConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub envoy_extensions: Vec<EnvoyExtension>,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub failover_policy: Option<FailoverPolicy>,
+    #[serde(skip_serializing_if = "is_blank")]
+    pub prioritize_by_locality: Option<PrioritizeByLocality>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
 }
@@ -170,26 +217,43 @@ mod tests {
     #[test]
     fn service_defaults_common_fields() {
         let e = parse(json!({
-            "Kind": "service-defaults", "Name": "web", "mode": "transparent",
-            "max_inbound_connections": 100, "local_connect_timeout_ms": 500,
-            "local_request_timeout_ms": 2000, "balance_inbound_connections": "exact_balance",
-            "external_sni": "web.example.com", "meta": {"Owner": "team-a"},
+            "Kind": "service-defaults", "Name": "web", "mode": "direct",
+            "local_connect_timeout_ms": 500, "local_request_timeout_ms": 2000,
+            "meta": {"Owner": "team-a"},
         }))
         .unwrap();
         let ConfigEntry::ServiceDefaults(d) = &e else {
             panic!()
         };
-        assert_eq!(d.mode, Some(ProxyMode::Transparent));
-        assert_eq!(d.max_inbound_connections, 100);
+        assert_eq!(d.mode, Some(ProxyMode::Direct));
         assert_eq!(d.local_connect_timeout_ms, 500);
         assert_eq!(d.local_request_timeout_ms, 2000);
+        assert_eq!(d.meta["Owner"], "team-a");
+        assert_eq!(parse(e.to_json()).unwrap(), e);
+
+        // Fields the data path does not act on decode (a real Consul may hold them) but are
+        // refused at write.
+        let held = json!({
+            "Kind": "service-defaults", "Name": "web", "mode": "transparent",
+            "max_inbound_connections": 100, "balance_inbound_connections": "exact_balance",
+            "external_sni": "web.example.com",
+        });
+        let (e, unsupported) = ConfigEntry::from_consul(held.clone()).unwrap();
+        let ConfigEntry::ServiceDefaults(d) = &e else {
+            panic!()
+        };
+        assert_eq!(d.mode, Some(ProxyMode::Transparent));
+        assert_eq!(d.max_inbound_connections, 100);
         assert_eq!(
             d.balance_inbound_connections,
             Some(BalanceInboundConnections::ExactBalance)
         );
         assert_eq!(d.external_sni, "web.example.com");
-        assert_eq!(d.meta["Owner"], "team-a");
-        assert_eq!(parse(e.to_json()).unwrap(), e);
+        assert_eq!(unsupported.len(), 4);
+        assert_eq!(
+            parse(held).unwrap_err(),
+            "Mode: \"transparent\" is not supported yet (use \"direct\" or leave it empty)"
+        );
         assert!(
             parse(json!({"Kind": "service-defaults", "Name": "web", "Mode": "sideways"}))
                 .unwrap_err()

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::blocks::{IntentionJwtRequirement, is_blank};
 use super::decode::opt_enum;
-use super::router::{validate_header_matches, validate_methods, validate_paths};
-use super::{ConfigEntryError, HeaderMatch, invalid, is_zero_u32};
+use super::router::{validate_header_match, validate_methods, validate_paths};
+use super::{ConfigEntryError, invalid, is_false, is_zero_u32};
 
 wire_enum! {
     pub enum IntentionAction: "action" {
@@ -24,6 +25,8 @@ pub struct ServiceIntentions {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceIntention>,
+    #[serde(rename = "JWT", skip_serializing_if = "is_blank")]
+    pub jwt: Option<IntentionJwtRequirement>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
 }
@@ -34,6 +37,14 @@ pub struct ServiceIntentions {
 pub struct SourceIntention {
     /// The calling service, or `*`.
     pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sameness_group: String,
     #[serde(with = "opt_enum", skip_serializing_if = "Option::is_none")]
     pub action: Option<IntentionAction>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -45,6 +56,15 @@ pub struct SourceIntention {
     pub source_type: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// Set only by Consul's legacy intentions API; a config entry must leave them out.
+    #[serde(rename = "LegacyID", skip_serializing_if = "String::is_empty")]
+    pub legacy_id: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub legacy_meta: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_create_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_update_time: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -54,6 +74,8 @@ pub struct IntentionPermission {
     pub action: Option<IntentionAction>,
     #[serde(rename = "HTTP", skip_serializing_if = "Option::is_none")]
     pub http: Option<IntentionHttpPermission>,
+    #[serde(rename = "JWT", skip_serializing_if = "is_blank")]
+    pub jwt: Option<IntentionJwtRequirement>,
 }
 
 /// Like a router's HTTP match, without query parameters.
@@ -67,9 +89,32 @@ pub struct IntentionHttpPermission {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub path_regex: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub header: Vec<HeaderMatch>,
+    pub header: Vec<IntentionHeaderMatch>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
+}
+
+/// A router's header matcher plus `Contains` and `IgnoreCase`, which only intentions have.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
+pub struct IntentionHeaderMatch {
+    pub name: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub present: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exact: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub suffix: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub contains: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub regex: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub invert: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub ignore_case: bool,
 }
 
 impl IntentionHttpPermission {
@@ -132,6 +177,19 @@ impl ServiceIntentions {
                     format!("{:?} is listed more than once", source.name),
                 ));
             }
+            for (field, set) in [
+                ("LegacyID", !source.legacy_id.is_empty()),
+                ("LegacyMeta", !source.legacy_meta.is_empty()),
+                ("LegacyCreateTime", source.legacy_create_time.is_some()),
+                ("LegacyUpdateTime", source.legacy_update_time.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{at}.{field}"),
+                        "must be omitted (only Consul's legacy intentions API sets it)",
+                    ));
+                }
+            }
             if !source.source_type.is_empty() && source.source_type != SOURCE_TYPE_CONSUL {
                 return Err(invalid(
                     format!("{at}.Type"),
@@ -171,7 +229,17 @@ impl IntentionPermission {
             ));
         }
         validate_paths(&at, &http.path_exact, &http.path_prefix, &http.path_regex)?;
-        validate_header_matches(&at, &http.header)?;
+        for (j, h) in http.header.iter().enumerate() {
+            let kinds = [
+                h.present,
+                !h.exact.is_empty(),
+                !h.prefix.is_empty(),
+                !h.suffix.is_empty(),
+                !h.contains.is_empty(),
+                !h.regex.is_empty(),
+            ];
+            validate_header_match(&format!("{at}.Header[{j}]"), &h.name, &kinds)?;
+        }
         validate_methods(&at, &http.methods)
     }
 }

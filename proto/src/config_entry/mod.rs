@@ -6,12 +6,14 @@
 
 #[macro_use]
 mod decode;
+mod blocks;
 mod defaults;
 mod graph;
 mod intentions;
 mod resolver;
 mod router;
 mod splitter;
+mod support;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -19,6 +21,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+pub use blocks::{
+    AccessLogsConfig, DestinationConfig, EnvoyExtension, ExposeConfig, ExposePath, FailoverPolicy,
+    FailoverPolicyMode, InstanceLevelRateLimits, InstanceLevelRouteRateLimits,
+    IntentionJwtClaimVerification, IntentionJwtProvider, IntentionJwtRequirement,
+    MeshGatewayConfig, MeshGatewayMode, MutualTlsMode, PassiveHealthCheck, PrioritizeByLocality,
+    PrioritizeByLocalityMode, RateLimits, Support, TransparentProxyConfig, UpstreamConfig,
+    UpstreamConfiguration, UpstreamLimits, is_blank,
+};
 pub use defaults::{
     BalanceInboundConnections, Protocol, ProxyDefaults, ProxyMode, ServiceDefaults,
 };
@@ -27,8 +37,8 @@ pub use graph::{
     validate_delete_all,
 };
 pub use intentions::{
-    IntentionAction, IntentionHttpPermission, IntentionPermission, ServiceIntentions,
-    SourceIntention,
+    IntentionAction, IntentionHeaderMatch, IntentionHttpPermission, IntentionPermission,
+    ServiceIntentions, SourceIntention,
 };
 pub use resolver::{
     CookieConfig, FailoverTarget, HashPolicy, HashPolicyField, LeastRequestConfig, LoadBalancer,
@@ -60,6 +70,68 @@ pub const FIELD_NAMES: &[&str] = &[
     "BalanceInboundConnections",
     "ExternalSNI",
     "Config",
+    // the rest of Consul's schema of the two defaults kinds, and the fields the other kinds
+    // have in Consul only to refuse them when set (blocks.rs, support.rs)
+    "TransparentProxy",
+    "OutboundListenerPort",
+    "DialedDirectly",
+    "MutualTLSMode",
+    "MeshGateway",
+    "Expose",
+    "Checks",
+    "Paths",
+    "ListenerPort",
+    "LocalPathPort",
+    "ParsedFromCheck",
+    "UpstreamConfig",
+    "Overrides",
+    "Defaults",
+    "Peer",
+    "EnvoyListenerJSON",
+    "EnvoyClusterJSON",
+    "ConnectTimeoutMs",
+    "Limits",
+    "MaxConnections",
+    "MaxPendingRequests",
+    "MaxConcurrentRequests",
+    "PassiveHealthCheck",
+    "Interval",
+    "MaxFailures",
+    "EnforcingConsecutive5xx",
+    "MaxEjectionPercent",
+    "BaseEjectionTime",
+    "BalanceOutboundConnections",
+    "Addresses",
+    "Port",
+    "RateLimits",
+    "InstanceLevel",
+    "RequestsPerSecond",
+    "RequestsMaxBurst",
+    "EnvoyExtensions",
+    "Required",
+    "Arguments",
+    "ConsulVersion",
+    "EnvoyVersion",
+    "AccessLogs",
+    "Enabled",
+    "DisableListenerLogs",
+    "JSONFormat",
+    "TextFormat",
+    "FailoverPolicy",
+    "Regions",
+    "PrioritizeByLocality",
+    "SamenessGroup",
+    "CaseInsensitive",
+    "Contains",
+    "IgnoreCase",
+    "JWT",
+    "Providers",
+    "VerifyClaims",
+    "Value",
+    "LegacyID",
+    "LegacyMeta",
+    "LegacyCreateTime",
+    "LegacyUpdateTime",
     // service-router
     "Routes",
     "Match",
@@ -131,7 +203,8 @@ pub const FIELD_NAMES: &[&str] = &[
 ];
 
 /// Top-level keys that clients echo back after reading an entry; they configure nothing here
-/// (there is a single namespace and partition, and indexes are the registry's own).
+/// (there is a single namespace and partition, checked by [`TENANCY_KEYS`], and indexes are the
+/// registry's own).
 const IGNORED_KEYS: &[&str] = &[
     "Kind",
     "CreateIndex",
@@ -140,6 +213,9 @@ const IGNORED_KEYS: &[&str] = &[
     "Partition",
     "Hash",
 ];
+
+/// Top-level keys naming the namespace and partition, which must be the one there is.
+const TENANCY_KEYS: &[&str] = &["Namespace", "Partition"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConfigKind {
@@ -226,6 +302,14 @@ pub enum ConfigEntryError {
     },
     #[error("{}{message}", at(.path))]
     Invalid { path: String, message: String },
+    /// A field Consul has that the mesh does not honour yet, set to something other than its
+    /// default. `value` is the offending value when it is a scalar.
+    #[error("{}{}", at(.path), not_supported(.value.as_deref(), .hint))]
+    Unsupported {
+        path: String,
+        value: Option<String>,
+        hint: &'static str,
+    },
     #[error(
         "{kind} {name:?}: {}service {service:?} uses protocol {protocol:?}; {} need http, http2 or grpc (set Protocol in its service-defaults)",
         at(.path),
@@ -276,6 +360,15 @@ fn at(path: &str) -> String {
         String::new()
     } else {
         format!("{path}: ")
+    }
+}
+
+/// `"x" is not supported yet (hint)`, the text of [`ConfigEntryError::Unsupported`] after its
+/// path; request decoders that report the path themselves use it alone.
+pub fn not_supported(value: Option<&str>, hint: &str) -> String {
+    match value {
+        Some(v) => format!("{v} is not supported yet ({hint})"),
+        None => format!("not supported yet ({hint})"),
     }
 }
 
@@ -383,8 +476,29 @@ macro_rules! each_entry {
 
 impl ConfigEntry {
     /// Parses a `PUT /v1/config` body, accepting any key spelling Consul accepts, and validates
-    /// the result on its own (cross-entry checks are [`validate_against`]'s).
-    pub fn from_json(mut value: Value) -> Result<ConfigEntry, ConfigEntryError> {
+    /// the result on its own (cross-entry checks are [`validate_against`]'s). A field the mesh
+    /// does not honour yet, set to something other than its default, is an error naming it.
+    pub fn from_json(value: Value) -> Result<ConfigEntry, ConfigEntryError> {
+        let (entry, unsupported) = ConfigEntry::parse(value)?;
+        if let Some(first) = unsupported.into_iter().next() {
+            return Err(first);
+        }
+        entry.validate()?;
+        Ok(entry)
+    }
+
+    /// Like [`ConfigEntry::from_json`] for an entry a real Consul already holds: fields the mesh
+    /// does not honour yet are listed beside the entry instead of failing it, so that a reader
+    /// can use the rest and say what it is not honouring.
+    pub fn from_consul(
+        value: Value,
+    ) -> Result<(ConfigEntry, Vec<ConfigEntryError>), ConfigEntryError> {
+        let (entry, unsupported) = ConfigEntry::parse(value)?;
+        entry.validate()?;
+        Ok((entry, unsupported))
+    }
+
+    fn parse(mut value: Value) -> Result<(ConfigEntry, Vec<ConfigEntryError>), ConfigEntryError> {
         crate::json::normalize_keys(&mut value);
         let Value::Object(mut map) = value else {
             return Err(ConfigEntryError::NotAnObject);
@@ -406,6 +520,14 @@ impl ConfigEntry {
             }
             Some(_) => return Err(invalid("Name", "must be a string")),
         }
+        let mut support = Support::default();
+        for field in TENANCY_KEYS {
+            match map.get(*field) {
+                None => {}
+                Some(Value::String(s)) => support.tenancy("", field, s),
+                Some(_) => return Err(invalid(*field, "must be a string")),
+            }
+        }
         for key in IGNORED_KEYS {
             map.remove(*key);
         }
@@ -422,8 +544,16 @@ impl ConfigEntry {
             }
         };
         entry.normalize();
-        entry.validate()?;
-        Ok(entry)
+        entry.check_support(&mut support);
+        Ok((entry, support.into_errors()))
+    }
+
+    /// The fields of this entry that the mesh does not honour yet, each set to something other
+    /// than its default.
+    pub fn unsupported(&self) -> Vec<ConfigEntryError> {
+        let mut support = Support::default();
+        self.check_support(&mut support);
+        support.into_errors()
     }
 
     pub fn kind(&self) -> ConfigKind {

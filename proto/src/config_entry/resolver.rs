@@ -27,6 +27,8 @@ pub struct ServiceResolver {
     pub failover: BTreeMap<String, ResolverFailover>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
+    #[serde(skip_serializing_if = "super::is_blank")]
+    pub prioritize_by_locality: Option<super::PrioritizeByLocality>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
 }
@@ -50,7 +52,15 @@ pub struct ResolverRedirect {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_subset: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub datacenter: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sameness_group: String,
 }
 
 /// Either `Targets`, or some of `Service`, `ServiceSubset`, `Datacenters`.
@@ -61,10 +71,16 @@ pub struct ResolverFailover {
     pub service: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_subset: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub datacenters: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<FailoverTarget>,
+    #[serde(skip_serializing_if = "super::is_blank")]
+    pub policy: Option<super::FailoverPolicy>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sameness_group: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,7 +91,13 @@ pub struct FailoverTarget {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_subset: String,
     #[serde(skip_serializing_if = "String::is_empty")]
+    pub partition: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub datacenter: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer: String,
 }
 
 wire_enum! {
@@ -160,9 +182,11 @@ pub struct HashPolicy {
 pub struct CookieConfig {
     #[serde(skip_serializing_if = "is_false")]
     pub session: bool,
+    /// A Go `time.Duration` without a string form: integer nanoseconds, as Consul and its Go
+    /// client write it (the Go client fails to read a string here).
     #[serde(
         rename = "TTL",
-        with = "opt_serde",
+        with = "super::decode::nanos",
         skip_serializing_if = "Option::is_none"
     )]
     pub ttl: Option<Duration>,

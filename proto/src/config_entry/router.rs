@@ -48,6 +48,9 @@ pub struct HttpRouteMatch {
     pub path_prefix: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub path_regex: String,
+    /// Not honoured yet: refused when true.
+    #[serde(skip_serializing_if = "is_false")]
+    pub case_insensitive: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub header: Vec<HeaderMatch>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -96,6 +99,11 @@ pub struct RouteDestination {
     pub service: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_subset: String,
+    /// The one namespace and partition there are (`default`) or empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub partition: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub prefix_rewrite: String,
     #[serde(with = "opt_serde", skip_serializing_if = "Option::is_none")]
@@ -265,23 +273,32 @@ pub(super) fn validate_header_matches(
     headers: &[HeaderMatch],
 ) -> Result<(), ConfigEntryError> {
     for (j, h) in headers.iter().enumerate() {
-        let at = format!("{at}.Header[{j}]");
-        if h.name.is_empty() {
-            return Err(invalid(format!("{at}.Name"), "required"));
-        }
-        let set = [
+        let kinds = [
             h.present,
             !h.exact.is_empty(),
             !h.prefix.is_empty(),
             !h.suffix.is_empty(),
             !h.regex.is_empty(),
         ];
-        if set.iter().filter(|s| **s).count() != 1 {
-            return Err(invalid(
-                at,
-                "set exactly one of Present, Exact, Prefix, Suffix, Regex",
-            ));
-        }
+        validate_header_match(&format!("{at}.Header[{j}]"), &h.name, &kinds)?;
+    }
+    Ok(())
+}
+
+/// `kinds` says which of the matcher's kinds (`Present`, `Exact`, ...) are set.
+pub(super) fn validate_header_match(
+    at: &str,
+    name: &str,
+    kinds: &[bool],
+) -> Result<(), ConfigEntryError> {
+    if name.is_empty() {
+        return Err(invalid(format!("{at}.Name"), "required"));
+    }
+    if kinds.iter().filter(|s| **s).count() != 1 {
+        return Err(invalid(
+            at,
+            "set exactly one of Present, Exact, Prefix, Suffix, Regex",
+        ));
     }
     Ok(())
 }
@@ -571,7 +588,7 @@ mod tests {
         );
         assert_eq!(
             http(json!({"PathExcat": "/a"})).unwrap_err(),
-            "Routes[0].Match.HTTP: unknown field \"PathExcat\" (expected one of PathExact, PathPrefix, PathRegex, Header, QueryParam, Methods)"
+            "Routes[0].Match.HTTP: unknown field \"PathExcat\" (expected one of PathExact, PathPrefix, PathRegex, CaseInsensitive, Header, QueryParam, Methods)"
         );
     }
 }

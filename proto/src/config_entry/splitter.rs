@@ -25,6 +25,11 @@ pub struct Split {
     pub service: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_subset: String,
+    /// The one namespace and partition there are (`default`) or empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub partition: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderModifiers>,
     #[serde(skip_serializing_if = "Option::is_none")]

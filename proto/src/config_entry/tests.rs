@@ -11,7 +11,7 @@ fn err(v: Value) -> String {
 fn examples() -> Vec<Value> {
     vec![
         json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http",
-            "MaxInboundConnections": 10, "Meta": {"team": "a"}}),
+            "LocalConnectTimeoutMs": 10, "Meta": {"team": "a"}}),
         json!({"Kind": "proxy-defaults", "Name": "global",
             "Config": {"protocol": "http", "local_connect_timeout_ms": 1000}, "Mode": "direct"}),
         json!({"Kind": "service-router", "Name": "web", "Routes": [
@@ -198,12 +198,16 @@ fn unknown_fields_are_named() {
         err(
             json!({"Kind": "service-splitter", "Name": "web", "Splits": [{"Weight": 100, "Subset": "v1"}]})
         ),
-        "Splits[0]: unknown field \"Subset\" (expected one of Weight, Service, ServiceSubset, RequestHeaders, ResponseHeaders)"
+        "Splits[0]: unknown field \"Subset\" (expected one of Weight, Service, ServiceSubset, Namespace, Partition, RequestHeaders, ResponseHeaders)"
     );
-    // A Consul field this registry does not model is reported, not silently dropped.
+    // A field Consul does not have either is reported, not silently dropped.
     assert!(
-        err(json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfig": {}}))
-            .starts_with("unknown field \"UpstreamConfig\"")
+        err(json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfigs": {}}))
+            .starts_with("unknown field \"UpstreamConfigs\"")
+    );
+    assert_eq!(
+        err(json!({"Kind": "service-defaults", "Name": "web", "UpstreamConfig": {"Defaultz": {}}})),
+        "UpstreamConfig: unknown field \"Defaultz\" (expected one of Overrides, Defaults)"
     );
 }
 
