@@ -194,14 +194,34 @@ pub(super) fn validate_subset_name(at: &str, name: &str) -> Result<(), ConfigEnt
     }
 }
 
+/// A subset's `Filter` selects instances by their health entries (`Service.Meta.version ==
+/// v1`), as a `?filter=` on `/v1/health/service` would. Consul only checks that it parses and
+/// fails later, when the control plane builds endpoints; a selector or value that can never
+/// work is refused here too, with the same messages.
+fn validate_subset_filter(at: &str, filter: &str) -> Result<(), ConfigEntryError> {
+    if filter.is_empty() {
+        return Ok(());
+    }
+    crate::bexpr::Filter::new(filter, &crate::bexpr::schema::CHECK_SERVICE_NODE)
+        .map(drop)
+        .map_err(|e| {
+            invalid(
+                format!("{at}.Filter"),
+                format!("not a valid expression: {e}"),
+            )
+        })
+}
+
 impl ServiceResolver {
     pub fn subset(&self, name: &str) -> Option<&ResolverSubset> {
         self.subsets.get(name)
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigEntryError> {
-        for name in self.subsets.keys() {
-            validate_subset_name(&key_path("Subsets", name), name)?;
+        for (name, subset) in &self.subsets {
+            let at = key_path("Subsets", name);
+            validate_subset_name(&at, name)?;
+            validate_subset_filter(&at, &subset.filter)?;
         }
         if !self.default_subset.is_empty() && !self.subsets.contains_key(&self.default_subset) {
             return Err(invalid(
