@@ -560,16 +560,22 @@ fn deep_nesting_is_bounded_and_cheap() {
 fn resolver_subset_filters_are_checked_at_write() {
     use crate::config_entry::ConfigEntry;
     let resolver = |filter: &str| {
-        ConfigEntry::from_json(json!({
+        let entry = ConfigEntry::from_json(json!({
             "Kind": "service-resolver",
             "Name": "api",
             "Subsets": {"v1": {"Filter": filter}},
         }))
-        .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        match entry {
+            ConfigEntry::ServiceResolver(r) => {
+                r.validate_subset_selectors().map_err(|e| e.to_string())
+            }
+            other => panic!("{other:?}"),
+        }
     };
     assert_eq!(resolver("Service.Meta.version == v1"), Ok(()));
     assert_eq!(resolver(""), Ok(()));
+    // Consul's Validate: the filter must parse.
     assert_eq!(
         resolver("Service.Meta.version == (v1"),
         Err("Subsets.v1.Filter: not a valid expression: 1:25 (24): no match found, expected: \"-\", \"0\", \"\\\"\", \"`\", [ \\t\\r\\n], [1-9] or [a-zA-Z]".to_string())
@@ -578,7 +584,7 @@ fn resolver_subset_filters_are_checked_at_write() {
         resolver("Service.Meta.version == \"v1"),
         Err("Subsets.v1.Filter: not a valid expression: 1:28 (27): rule \"string\": Unterminated string literal".to_string())
     );
-    // Consul accepts these and then fails to build the subset's endpoints; refused here.
+    // Beyond Consul, on the registry's write path: it must also fit a health entry.
     assert_eq!(
         resolver("Service.Metadata.version == v1"),
         Err(
@@ -589,5 +595,14 @@ fn resolver_subset_filters_are_checked_at_write() {
     assert_eq!(
         resolver("Service.Port == v1"),
         Err("Subsets.v1.Filter: not a valid expression: Failed to coerce value \"v1\" for selector \"Service.Port\": strconv.ParseInt: parsing \"v1\": invalid syntax".to_string())
+    );
+    // What a real Consul can hold still decodes: the control plane reports it per proxy.
+    assert!(
+        ConfigEntry::from_json(json!({
+            "Kind": "service-resolver",
+            "Name": "api",
+            "Subsets": {"v1": {"Filter": "Service.Metadata.version == v1"}},
+        }))
+        .is_ok()
     );
 }
