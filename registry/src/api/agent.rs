@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, put};
+use mesh_proto::bexpr::schema;
 use mesh_proto::consul::{
     AgentService, CheckDefinition, CheckStatus, CheckUpdate, HealthCheck, ServiceDefinition,
 };
@@ -12,7 +13,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{ApiError, Params, decode, empty, flag, json};
+use super::{ApiError, Params, QueryFilter, decode, empty, flag, json};
 use crate::Registry;
 use crate::agent::{build_check, build_registrations};
 
@@ -78,8 +79,12 @@ fn local_services(reg: &Registry) -> BTreeMap<String, AgentService> {
         .collect()
 }
 
-async fn services(State(reg): State<Arc<Registry>>) -> Response {
-    json(None, &local_services(&reg))
+async fn services(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let filter = QueryFilter::parse(&params, &schema::NODE_SERVICE)?;
+    Ok(json(None, &filter.retain_values(local_services(&reg))?))
 }
 
 async fn service(
@@ -181,7 +186,12 @@ async fn deregister_service(
     Ok(empty())
 }
 
-async fn checks(State(reg): State<Arc<Registry>>) -> Response {
+async fn checks(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    // Consul builds this filter without a type: selectors are checked on the first check.
+    let filter = QueryFilter::parse_deferred(&params, &schema::HEALTH_CHECK)?;
     let map: BTreeMap<String, HealthCheck> = reg
         .store
         .read()
@@ -190,7 +200,7 @@ async fn checks(State(reg): State<Arc<Registry>>) -> Response {
         .filter(|c| c.node == reg.config.node_name)
         .map(|c| (c.check_id.clone(), c.clone()))
         .collect();
-    json(None, &map)
+    Ok(json(None, &filter.retain_values(map)?))
 }
 
 async fn register_check(

@@ -5,13 +5,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, put};
+use mesh_proto::bexpr::schema;
 use mesh_proto::consul::{
     AgentService, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck,
     HealthCheckDefinition, Node,
 };
 use std::sync::Arc;
 
-use super::{ApiError, BlockOpts, Params, block, decode, json, passing};
+use super::{
+    ApiError, BlockOpts, Params, QueryFilter, block, datacenter, dc_param, decode, json, passing,
+};
 use crate::Registry;
 use crate::state::idx;
 use crate::store::StoreError;
@@ -40,6 +43,7 @@ fn tags(params: &Params) -> Vec<String> {
 
 async fn register(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
     let r: CatalogRegistration = decode(&body)?;
+    datacenter(&reg, Some(&r.datacenter))?;
     if r.node.is_empty() {
         return Err(ApiError::bad_request("Must provide node"));
     }
@@ -163,6 +167,7 @@ async fn register(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Respo
 
 async fn deregister(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
     let d: CatalogDeregistration = decode(&body)?;
+    datacenter(&reg, Some(&d.datacenter))?;
     if d.node.is_empty() {
         return Err(ApiError::bad_request("Must provide node"));
     }
@@ -191,11 +196,13 @@ async fn nodes(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::NODE)?;
     let (index, nodes) = block(
         &reg,
         opts,
         |st| st.index(idx::NODES).max(1),
-        |st| Ok(st.nodes.values().cloned().collect::<Vec<_>>()),
+        |st| filter.retain(st.nodes.values().cloned().collect::<Vec<_>>()),
     )
     .await?;
     Ok(json(Some(index), &nodes))
@@ -206,14 +213,41 @@ async fn services(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::SERVICE_NODE)?;
     let (index, services) = block(
         &reg,
         opts,
         |st| st.index(idx::SERVICES).max(1),
-        |st| Ok(st.catalog_services()),
+        |st| filtered_services(st, &filter),
     )
     .await?;
     Ok(json(Some(index), &services))
+}
+
+/// `/v1/catalog/services` with `?filter=`: Consul filters each instance (a catalog service
+/// entry) and lists the names and tags of those that pass.
+fn filtered_services(
+    st: &crate::state::State,
+    filter: &QueryFilter,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ApiError> {
+    let all = st.catalog_services();
+    if !filter.is_active() {
+        return Ok(all);
+    }
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in all.keys() {
+        for instance in filter.retain(st.catalog_service(name, &[]))? {
+            let tags = out.entry(instance.service_name).or_default();
+            for t in instance.service_tags {
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+            }
+        }
+    }
+    out.values_mut().for_each(|tags| tags.sort());
+    Ok(out)
 }
 
 async fn service(
@@ -222,12 +256,14 @@ async fn service(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::SERVICE_NODE)?;
     let tags = tags(&params);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.service_index(&name),
-        |st| Ok(st.catalog_service(&name, &tags)),
+        |st| filter.retain(st.catalog_service(&name, &tags)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -240,12 +276,14 @@ async fn health_service(
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
     let passing = passing(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::CHECK_SERVICE_NODE)?;
     let tags = tags(&params);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.service_index(&name),
-        |st| Ok(st.health_service(&name, &tags, passing)),
+        |st| filter.retain(st.health_service(&name, &tags, passing)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -258,12 +296,14 @@ async fn health_connect(
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
     let passing = passing(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::CHECK_SERVICE_NODE)?;
     let connect_index = idx::connect(&name);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.result_index(&connect_index, idx::SERVICES),
-        |st| Ok(st.health_connect(&name, passing)),
+        |st| filter.retain(st.health_connect(&name, passing)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -277,13 +317,16 @@ async fn checks_where(
     keep: impl Fn(&HealthCheck) -> bool,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(params)?;
+    dc_param(reg, params)?;
+    let filter = QueryFilter::parse(params, &schema::HEALTH_CHECK)?;
     let (index, out) = block(reg, opts, index, |st| {
-        Ok(st
-            .checks
-            .values()
-            .filter(|c| keep(c))
-            .cloned()
-            .collect::<Vec<_>>())
+        filter.retain(
+            st.checks
+                .values()
+                .filter(|c| keep(c))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
     })
     .await?;
     Ok(json(Some(index), &out))
