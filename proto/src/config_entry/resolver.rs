@@ -218,14 +218,54 @@ pub(super) fn validate_subset_name(at: &str, name: &str) -> Result<(), ConfigEnt
     }
 }
 
+/// A subset's `Filter` must parse, as in Consul's `Validate`: its selectors are checked
+/// against a health entry by [`ServiceResolver::validate_subset_selectors`], which only the
+/// registry's write path runs (an entry read back from a real Consul that fails it is kept, and
+/// the proxies using it report the failure instead).
+fn validate_subset_filter(at: &str, filter: &str) -> Result<(), ConfigEntryError> {
+    if filter.is_empty() {
+        return Ok(());
+    }
+    crate::bexpr::Expression::parse(filter)
+        .map(drop)
+        .map_err(|e| {
+            invalid(
+                format!("{at}.Filter"),
+                format!("not a valid expression: {e}"),
+            )
+        })
+}
+
 impl ServiceResolver {
     pub fn subset(&self, name: &str) -> Option<&ResolverSubset> {
         self.subsets.get(name)
     }
 
+    /// Each subset `Filter` selects instances by their health entries (`Service.Meta.version
+    /// == v1`), as a `?filter=` on `/v1/health/service` would: a selector a health entry does
+    /// not have, an operator its field does not take or a value its field cannot hold is an
+    /// error. Consul accepts such a filter and fails when it builds the subset's endpoints.
+    pub fn validate_subset_selectors(&self) -> Result<(), ConfigEntryError> {
+        for (name, subset) in &self.subsets {
+            if subset.filter.is_empty() {
+                continue;
+            }
+            crate::bexpr::Filter::new(&subset.filter, &crate::bexpr::schema::CHECK_SERVICE_NODE)
+                .map_err(|e| {
+                    invalid(
+                        format!("{}.Filter", key_path("Subsets", name)),
+                        format!("not a valid expression: {e}"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigEntryError> {
-        for name in self.subsets.keys() {
-            validate_subset_name(&key_path("Subsets", name), name)?;
+        for (name, subset) in &self.subsets {
+            let at = key_path("Subsets", name);
+            validate_subset_name(&at, name)?;
+            validate_subset_filter(&at, &subset.filter)?;
         }
         if !self.default_subset.is_empty() && !self.subsets.contains_key(&self.default_subset) {
             return Err(invalid(

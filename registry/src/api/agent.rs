@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, put};
+use mesh_proto::bexpr::schema;
 use mesh_proto::consul::{
     AgentService, CheckDefinition, CheckStatus, CheckUpdate, HealthCheck, ServiceDefinition,
 };
@@ -14,7 +15,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{ApiError, BlockOpts, Params, block, decode, empty, json};
+use super::{ApiError, BlockOpts, Params, QueryFilter, block, decode, empty, json};
 use crate::Registry;
 use crate::agent::{build_check, build_registrations};
 
@@ -134,8 +135,12 @@ fn local_services(reg: &Registry) -> BTreeMap<String, AgentService> {
         .collect()
 }
 
-async fn services(State(reg): State<Arc<Registry>>) -> Response {
-    json(None, &local_services(&reg))
+async fn services(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    let filter = QueryFilter::parse(&params, &schema::NODE_SERVICE)?;
+    Ok(json(None, &filter.retain_values(local_services(&reg))?))
 }
 
 /// `GET /v1/agent/service/:id`: the service as the agent holds it, with its `ContentHash`.
@@ -285,7 +290,12 @@ async fn deregister_service(
     Ok(empty())
 }
 
-async fn checks(State(reg): State<Arc<Registry>>) -> Response {
+async fn checks(
+    State(reg): State<Arc<Registry>>,
+    Query(params): Query<Params>,
+) -> Result<Response, ApiError> {
+    // Consul builds this filter without a type: selectors are checked on the first check.
+    let filter = QueryFilter::parse_deferred(&params, &schema::HEALTH_CHECK)?;
     let map: BTreeMap<String, HealthCheck> = reg
         .store
         .read()
@@ -294,7 +304,7 @@ async fn checks(State(reg): State<Arc<Registry>>) -> Response {
         .filter(|c| c.node == reg.config.node_name)
         .map(|c| (c.check_id.clone(), c.clone()))
         .collect();
-    json(None, &map)
+    Ok(json(None, &filter.retain_values(map)?))
 }
 
 async fn register_check(

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, put};
+use mesh_proto::bexpr::schema;
 use mesh_proto::consul::{
     AgentService, CatalogDeregistration, CatalogRegistration, CheckStatus, HealthCheck,
     HealthCheckDefinition, Node,
@@ -12,7 +13,9 @@ use mesh_proto::consul::{
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{ApiError, BlockOpts, Params, block, decode, json, passing};
+use super::{
+    ApiError, BlockOpts, Params, QueryFilter, block, datacenter, dc_param, decode, json, passing,
+};
 use crate::Registry;
 use crate::state::idx;
 use crate::store::StoreError;
@@ -52,6 +55,7 @@ fn tags(params: &Params) -> Vec<String> {
 
 async fn register(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
     let r: CatalogRegistration = decode(&body)?;
+    datacenter(&reg, Some(&r.datacenter))?;
     if r.node.is_empty() {
         return Err(ApiError::bad_request("Must provide node"));
     }
@@ -175,6 +179,7 @@ async fn register(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Respo
 
 async fn deregister(State(reg): State<Arc<Registry>>, body: Bytes) -> Result<Response, ApiError> {
     let d: CatalogDeregistration = decode(&body)?;
+    datacenter(&reg, Some(&d.datacenter))?;
     if d.node.is_empty() {
         return Err(ApiError::bad_request("Must provide node"));
     }
@@ -203,11 +208,13 @@ async fn nodes(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::NODE)?;
     let (index, nodes) = block(
         &reg,
         opts,
         |st| st.index(idx::NODES).max(1),
-        |st| Ok(st.nodes.values().cloned().collect::<Vec<_>>()),
+        |st| filter.retain(st.nodes.values().cloned().collect::<Vec<_>>()),
     )
     .await?;
     Ok(json(Some(index), &nodes))
@@ -218,14 +225,41 @@ async fn services(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::SERVICE_NODE)?;
     let (index, services) = block(
         &reg,
         opts,
         |st| st.index(idx::SERVICES).max(1),
-        |st| Ok(st.catalog_services()),
+        |st| filtered_services(st, &filter),
     )
     .await?;
     Ok(json(Some(index), &services))
+}
+
+/// `/v1/catalog/services` with `?filter=`: Consul filters each instance (a catalog service
+/// entry) and lists the names and tags of those that pass.
+fn filtered_services(
+    st: &crate::state::State,
+    filter: &QueryFilter,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ApiError> {
+    let all = st.catalog_services();
+    if !filter.is_active() {
+        return Ok(all);
+    }
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in all.keys() {
+        for instance in filter.retain(st.catalog_service(name, &[]))? {
+            let tags = out.entry(instance.service_name).or_default();
+            for t in instance.service_tags {
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+            }
+        }
+    }
+    out.values_mut().for_each(|tags| tags.sort());
+    Ok(out)
 }
 
 async fn service(
@@ -234,12 +268,14 @@ async fn service(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::SERVICE_NODE)?;
     let tags = tags(&params);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.service_index(&name),
-        |st| Ok(st.catalog_service(&name, &tags)),
+        |st| filter.retain(st.catalog_service(&name, &tags)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -252,12 +288,14 @@ async fn health_service(
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
     let passing = passing(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::CHECK_SERVICE_NODE)?;
     let tags = tags(&params);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.service_index(&name),
-        |st| Ok(st.health_service(&name, &tags, passing)),
+        |st| filter.retain(st.health_service(&name, &tags, passing)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -270,12 +308,14 @@ async fn health_connect(
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
     let passing = passing(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::CHECK_SERVICE_NODE)?;
     let connect_index = idx::connect(&name);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.result_index(&connect_index, idx::SERVICES),
-        |st| Ok(st.health_connect(&name, passing)),
+        |st| filter.retain(st.health_connect(&name, passing)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -289,13 +329,16 @@ async fn checks_where(
     keep: impl Fn(&HealthCheck) -> bool,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(params)?;
+    dc_param(reg, params)?;
+    let filter = QueryFilter::parse(params, &schema::HEALTH_CHECK)?;
     let (index, out) = block(reg, opts, index, |st| {
-        Ok(st
-            .checks
-            .values()
-            .filter(|c| keep(c))
-            .cloned()
-            .collect::<Vec<_>>())
+        filter.retain(
+            st.checks
+                .values()
+                .filter(|c| keep(c))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
     })
     .await?;
     Ok(json(Some(index), &out))
@@ -362,16 +405,21 @@ async fn catalog_node(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::NODE_SERVICE)?;
     let (index, out) = block(
         &reg,
         opts,
         |st| st.node_index(&node),
         |st| {
-            Ok(st.node_services(&node).map(|(n, services)| {
-                let services: BTreeMap<&str, &AgentService> =
-                    services.into_iter().map(|s| (s.id.as_str(), s)).collect();
-                serde_json::json!({ "Node": n, "Services": services })
-            }))
+            st.node_services(&node)
+                .map(|(n, services)| {
+                    let services: BTreeMap<&str, &AgentService> =
+                        services.into_iter().map(|s| (s.id.as_str(), s)).collect();
+                    let services = filter.retain_values(services)?;
+                    Ok(serde_json::json!({ "Node": n, "Services": services }))
+                })
+                .transpose()
         },
     )
     .await?;
@@ -387,13 +435,18 @@ async fn catalog_node_services(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::NODE_SERVICE)?;
     let (index, out) = block(
         &reg,
         opts,
         |st| st.node_index(&node),
         |st| {
             Ok(match st.node_services(&node) {
-                Some((n, services)) => serde_json::json!({ "Node": n, "Services": services }),
+                Some((n, services)) => {
+                    let services = filter.retain(services)?;
+                    serde_json::json!({ "Node": n, "Services": services })
+                }
                 None => serde_json::json!({ "Node": null, "Services": [] }),
             })
         },
@@ -410,12 +463,14 @@ async fn catalog_connect(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = QueryFilter::parse(&params, &schema::SERVICE_NODE)?;
     let tags = tags(&params);
     let (index, out) = block(
         &reg,
         opts,
         |st| st.connect_index(&name),
-        |st| Ok(st.catalog_connect(&name, &tags)),
+        |st| filter.retain(st.catalog_connect(&name, &tags)),
     )
     .await?;
     Ok(json(Some(index), &out))
@@ -441,6 +496,7 @@ async fn health_ingress(
 
 async fn empty_list(reg: &Registry, params: &Params) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(params)?;
+    dc_param(reg, params)?;
     let (index, out) = block(
         reg,
         opts,

@@ -5,10 +5,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, put};
+use mesh_proto::bexpr::schema;
 use mesh_proto::config_entry::{ConfigEntry, ConfigKind};
 use std::sync::Arc;
 
-use super::{ApiError, BlockOpts, Params, block, json, parse_u64};
+use super::{ApiError, BlockOpts, Params, QueryFilter, block, dc_param, json, parse_u64};
 use crate::Registry;
 use crate::state::idx;
 
@@ -32,6 +33,11 @@ async fn set(
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("Request decoding failed: {e}")))?;
     let entry = ConfigEntry::from_json(value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let ConfigEntry::ServiceResolver(resolver) = &entry {
+        resolver
+            .validate_subset_selectors()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     let ok = reg.store.config_set(entry, cas).await?;
     Ok(json(None, &ok))
 }
@@ -43,21 +49,35 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let kind = kind(&kind_name)?;
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
+    let filter = list_filter(kind, &params)?;
     let kind_index = idx::config_kind(kind.as_str());
     let (index, entries) = block(
         &reg,
         opts,
         |st| st.result_index(&kind_index, idx::CONFIG),
         |st| {
-            Ok(st
-                .config_list(kind)
-                .into_iter()
-                .map(|c| c.to_json())
-                .collect::<Vec<_>>())
+            filter.retain(
+                st.config_list(kind)
+                    .into_iter()
+                    .map(|c| c.to_json())
+                    .collect::<Vec<_>>(),
+            )
         },
     )
     .await?;
     Ok(json(Some(index), &entries))
+}
+
+/// Consul filters only service-defaults lists, and refuses a filter on any other kind.
+fn list_filter(kind: ConfigKind, params: &Params) -> Result<QueryFilter, ApiError> {
+    if kind != ConfigKind::ServiceDefaults && params.get("filter").is_some_and(|f| !f.is_empty()) {
+        return Err(ApiError::internal(format!(
+            "filtering not supported for config entry kind={}",
+            kind.as_str()
+        )));
+    }
+    QueryFilter::parse(params, &schema::SERVICE_CONFIG_ENTRY)
 }
 
 async fn read(
@@ -67,6 +87,7 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let kind = kind(&kind_name)?;
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
     let (entry_index, kind_index) = (
         idx::config_entry(kind.as_str(), &name),
         idx::config_kind(kind.as_str()),

@@ -57,6 +57,7 @@ async fn nodes(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    super::dc_param(&reg, &params)?;
     let (index, out) = block(
         &reg,
         opts,
@@ -75,6 +76,7 @@ async fn node(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    super::dc_param(&reg, &params)?;
     let (index, out) = block(
         &reg,
         opts,

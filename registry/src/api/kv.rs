@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use mesh_proto::consul::KvPair;
 use std::sync::Arc;
 
-use super::{ApiError, BlockOpts, Params, block, consul_headers, flag, json, parse_u64};
+use super::{ApiError, BlockOpts, Params, block, consul_headers, dc_param, flag, json, parse_u64};
 use crate::Registry;
 
 /// Consul's default `kv_max_value_size`.
@@ -72,6 +72,7 @@ async fn get_key(
     Query(params): Query<Params>,
 ) -> Result<Response, ApiError> {
     let opts = BlockOpts::parse(&params)?;
+    dc_param(&reg, &params)?;
     let keys = flag(&params, "keys");
     let recurse = flag(&params, "recurse");
     let raw = flag(&params, "raw");
@@ -175,6 +176,7 @@ async fn put_key(
             }
         })?
         .to_bytes();
+    dc_param(&reg, &params)?;
     let ok = reg.store.kv_put(&key, &value, flags, cas).await?;
     Ok(json(None, &ok))
 }
@@ -189,6 +191,7 @@ async fn delete_key(
         return Err(ApiError::bad_request("Missing key name"));
     }
     let cas = parse_u64(&params, "cas", "cas index")?;
+    dc_param(&reg, &params)?;
     let ok = reg.store.kv_delete(&key, recurse, cas).await?;
     Ok(json(None, &ok))
 }

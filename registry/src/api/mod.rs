@@ -12,9 +12,11 @@ mod unsupported;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mesh_proto::bexpr;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,6 +148,117 @@ pub fn passing(params: &Params) -> Result<bool, ApiError> {
     }
 }
 
+/// `?dc=` (and the `Datacenter` of a catalog write): this registry is one datacenter with no
+/// federation, so naming another one fails as a Consul server with no route to it does. Empty
+/// or our own name is the local datacenter.
+pub fn datacenter(reg: &Registry, dc: Option<&str>) -> Result<(), ApiError> {
+    match dc {
+        None | Some("") => Ok(()),
+        Some(dc) if dc == reg.config.datacenter => Ok(()),
+        Some(_) => Err(ApiError::internal("No path to datacenter")),
+    }
+}
+
+/// `?dc=` of a read or a KV write.
+pub fn dc_param(reg: &Registry, params: &Params) -> Result<(), ApiError> {
+    datacenter(reg, params.get("dc").map(String::as_str))
+}
+
+/// `?filter=`: a Consul filter expression over the items an endpoint returns, whose selectors
+/// are the fields of those items (`schema`). Parsed and checked before the query blocks, as
+/// Consul does; a bad one is Consul's 500 `Failed to create boolean expression evaluator:
+/// <why>`. Absent or empty: no filtering, and nothing is done per item.
+///
+/// Endpoints that filter: `/v1/agent/services`, `/v1/agent/checks`, `/v1/catalog/nodes`,
+/// `/v1/catalog/services`, `/v1/catalog/service/:name`, `/v1/health/service/:name`,
+/// `/v1/health/connect/:name`, `/v1/health/checks/:name`, `/v1/health/node/:node`,
+/// `/v1/health/state/:state`, `/v1/config/service-defaults`, `/v1/catalog/node/:node` (the
+/// services), `/v1/catalog/node-services/:node`, `/v1/catalog/connect/:name`; as in Consul,
+/// KV, single config entries and `/v1/agent/service/:id` ignore it.
+pub struct QueryFilter(FilterState);
+
+enum FilterState {
+    None,
+    Bound(bexpr::Filter),
+    /// Parsed, selectors checked on the first item (see [`QueryFilter::parse_deferred`]).
+    Deferred(bexpr::Expression, bexpr::Schema),
+}
+
+impl QueryFilter {
+    pub fn parse(params: &Params, schema: bexpr::Schema) -> Result<QueryFilter, ApiError> {
+        Ok(QueryFilter(match expression(params) {
+            None => FilterState::None,
+            Some(e) => FilterState::Bound(bexpr::Filter::new(e, schema).map_err(create_error)?),
+        }))
+    }
+
+    /// What Consul does for `/v1/agent/checks`: the expression is parsed now but its selectors
+    /// are only checked against the first item, so an unknown selector fails (with go-bexpr's
+    /// bare message) only when there is something to filter.
+    pub fn parse_deferred(params: &Params, schema: bexpr::Schema) -> Result<QueryFilter, ApiError> {
+        Ok(QueryFilter(match expression(params) {
+            None => FilterState::None,
+            Some(e) => {
+                FilterState::Deferred(bexpr::Expression::parse(e).map_err(create_error)?, schema)
+            }
+        }))
+    }
+
+    pub fn is_active(&self) -> bool {
+        !matches!(self.0, FilterState::None)
+    }
+
+    /// The items that pass, in their order.
+    pub fn retain<T: Serialize>(&self, items: Vec<T>) -> Result<Vec<T>, ApiError> {
+        let Some(filter) = self.bound(!items.is_empty())? else {
+            return Ok(items);
+        };
+        Ok(items.into_iter().filter(|i| passes(&filter, i)).collect())
+    }
+
+    /// The entries of a map (`/v1/agent/services`) whose values pass.
+    pub fn retain_values<K: Ord, T: Serialize>(
+        &self,
+        items: BTreeMap<K, T>,
+    ) -> Result<BTreeMap<K, T>, ApiError> {
+        let Some(filter) = self.bound(!items.is_empty())? else {
+            return Ok(items);
+        };
+        Ok(items
+            .into_iter()
+            .filter(|(_, v)| passes(&filter, v))
+            .collect())
+    }
+
+    fn bound(&self, any_items: bool) -> Result<Option<Cow<'_, bexpr::Filter>>, ApiError> {
+        match &self.0 {
+            FilterState::None => Ok(None),
+            FilterState::Bound(f) => Ok(Some(Cow::Borrowed(f))),
+            FilterState::Deferred(_, _) if !any_items => Ok(None),
+            FilterState::Deferred(e, schema) => e
+                .bind(schema)
+                .map(|f| Some(Cow::Owned(f)))
+                .map_err(|e| ApiError::internal(e.to_string())),
+        }
+    }
+}
+
+fn expression(params: &Params) -> Option<&str> {
+    params
+        .get("filter")
+        .map(String::as_str)
+        .filter(|f| !f.is_empty())
+}
+
+fn create_error(e: bexpr::BexprError) -> ApiError {
+    ApiError::internal(format!("{}: {e}", bexpr::CREATE_ERROR_PREFIX))
+}
+
+/// An item passes when its JSON, as the endpoint answers it, matches.
+fn passes<T: Serialize>(filter: &bexpr::Filter, item: &T) -> bool {
+    serde_json::to_value(item).is_ok_and(|v| filter.matches(&v))
+}
+
 /// The blocking part of a query: `?index` and `?wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockOpts {
@@ -246,12 +359,20 @@ pub fn empty() -> Response {
     StatusCode::OK.into_response()
 }
 
-async fn status_leader(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {
-    json(None, &reg.leader_addr())
+async fn status_leader(
+    axum::extract::State(reg): axum::extract::State<Arc<Registry>>,
+    axum::extract::Query(params): axum::extract::Query<Params>,
+) -> Result<Response, ApiError> {
+    dc_param(&reg, &params)?;
+    Ok(json(None, &reg.leader_addr()))
 }
 
-async fn status_peers(axum::extract::State(reg): axum::extract::State<Arc<Registry>>) -> Response {
-    json(None, &[reg.leader_addr()])
+async fn status_peers(
+    axum::extract::State(reg): axum::extract::State<Arc<Registry>>,
+    axum::extract::Query(params): axum::extract::Query<Params>,
+) -> Result<Response, ApiError> {
+    dc_param(&reg, &params)?;
+    Ok(json(None, &[reg.leader_addr()]))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
