@@ -9,6 +9,7 @@ mod decode;
 mod defaults;
 mod graph;
 mod intentions;
+mod lenient;
 mod resolver;
 mod router;
 mod splitter;
@@ -226,6 +227,11 @@ pub enum ConfigEntryError {
     },
     #[error("{}{message}", at(.path))]
     Invalid { path: String, message: String },
+    /// A field Consul has, holding a value this mesh does not honour yet: refused at write;
+    /// a control plane reading a real Consul leaves the field out and reports it
+    /// ([`ConfigEntry::from_registry`]). `message` says what is not supported.
+    #[error("{}{message}", at(.path))]
+    NotSupported { path: String, message: String },
     #[error(
         "{kind} {name:?}: {}service {service:?} uses protocol {protocol:?}; {} need http, http2 or grpc (set Protocol in its service-defaults)",
         at(.path),
