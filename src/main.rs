@@ -32,7 +32,8 @@ enum Command {
     ///
     /// Example: mesh control-plane --registry-url http://127.0.0.1:8500 --xds-addr 127.0.0.1:18000
     ControlPlane(ControlPlaneArgs),
-    /// Show each connected proxy's xDS sync state (SYNCED / STALE / NACKED), like `istioctl proxy-status`.
+    /// Show each connected proxy's xDS sync state (SYNCED / STALE / NACKED / UNREGISTERED /
+    /// CONFIG_ERROR) and why it is not in sync, like `istioctl proxy-status`.
     ///
     /// Example: mesh status --control-plane-url http://127.0.0.1:19100
     Status(StatusArgs),
