@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mesh_proto::config_entry::{ConfigEntry, ConfigKind};
+use mesh_proto::config_entry::{ConfigEntry, ConfigEntryError, ConfigKind};
 use mesh_proto::consul::ServiceEntry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -405,8 +405,7 @@ fn parse_entries(
         match ConfigEntry::from_registry(value) {
             Ok((entry, left_out)) => {
                 if !left_out.is_empty() {
-                    let not_honoured: Vec<String> =
-                        left_out.iter().map(ToString::to_string).collect();
+                    let not_honoured: Vec<String> = left_out.iter().map(left_out_field).collect();
                     tracing::warn!(kind = kind.as_str(), name = entry.name(), not_honoured = ?not_honoured, "using a config entry without the fields this mesh does not honour");
                     problems.push(EntryProblem {
                         kind,
@@ -429,6 +428,15 @@ fn parse_entries(
         }
     }
     (read, problems)
+}
+
+/// A field left out of an entry, named first.
+fn left_out_field(error: &ConfigEntryError) -> String {
+    match error {
+        // Only top-level ones are left out; the fields it could have been are noise here.
+        ConfigEntryError::UnknownField { field, .. } => format!("{field}: unknown to this mesh"),
+        other => other.to_string(),
+    }
 }
 
 /// An entry's `Name` as the registry wrote it (any key case), for reporting one that cannot
@@ -474,7 +482,10 @@ mod tests {
         assert_eq!(entries[0].to_json()["Protocol"], "http");
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].name, "web");
-        assert!(problems[0].not_honoured[0].contains("NewConsulField"));
+        assert_eq!(
+            problems[0].not_honoured,
+            ["NewConsulField: unknown to this mesh"]
+        );
         assert_eq!(problems[0].ignored, None);
         assert_eq!(problems[1].name, "api");
         assert!(problems[1].not_honoured.is_empty());

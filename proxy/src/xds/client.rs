@@ -294,7 +294,8 @@ impl Session {
 
     /// Says once, when the configuration becomes empty, that nothing is configured for this
     /// node: our control plane sends an empty configuration to a node id no connect-proxy
-    /// service has (it cannot tell a stock Envoy more than that).
+    /// service has, which is all a stock Envoy can be told (and to a registered one whose
+    /// first configuration cannot be built).
     fn note_empty(&mut self) {
         let empty = self.store.is_empty()
             && self.store.version(ResourceType::Cluster).is_some()
@@ -302,7 +303,7 @@ impl Session {
         if empty && !self.empty_logged {
             warn!(
                 node = self.node_id,
-                "the control plane has no listeners and no clusters for this node: nothing is registered for it (register a connect-proxy service whose ID is the node id)"
+                "the control plane has no listeners and no clusters for this node: nothing is registered for it, or its configuration cannot be built (`mesh status` says which; a sidecar's node id is the ID of its connect-proxy service)"
             );
         }
         self.empty_logged = empty;
