@@ -219,9 +219,8 @@ impl Session {
         let before = (t == ResourceType::Listener).then(|| self.store.listeners_before());
         let applied = self.store.apply(t, version, incoming, removed, mode);
         let mut error = applied.error;
-        let mut changed = applied.changed;
         // A NACKed response may still have changed some resources (the valid ones).
-        if changed || error.is_none() {
+        if applied.changed || error.is_none() {
             let config = self.publish();
             let failed = match before {
                 Some(before) => {
@@ -240,7 +239,6 @@ impl Session {
                     Some(e) => format!("{e}; {detail}"),
                     None => detail,
                 });
-                changed = true;
             }
         }
         self.note_empty();
@@ -260,7 +258,7 @@ impl Session {
                 warn!(
                     r#type = t.short(),
                     version,
-                    applied_valid_resources = changed,
+                    applied_valid_resources = applied.changed,
                     error = message,
                     "update rejected"
                 );
