@@ -32,7 +32,8 @@ enum Command {
     ///
     /// Example: mesh control-plane --registry-url http://127.0.0.1:8500 --xds-addr 127.0.0.1:18000
     ControlPlane(ControlPlaneArgs),
-    /// Show each connected proxy's xDS sync state (SYNCED / STALE / NACKED), like `istioctl proxy-status`.
+    /// Show each connected proxy's xDS sync state (SYNCED / STALE / NACKED / UNREGISTERED /
+    /// CONFIG_ERROR) and why it is not in sync, like `istioctl proxy-status`.
     ///
     /// Example: mesh status --control-plane-url http://127.0.0.1:19100
     Status(StatusArgs),
@@ -343,10 +344,9 @@ async fn run_proxy(args: ProxyArgs, log_reload: Arc<LogReload>) -> anyhow::Resul
         initial_level: std::env::var("MESH_LOG").ok(),
     };
     tracing::info!(node = %options.node_id, server = %options.server, "connecting to xDS");
-    let xds = tokio::spawn(mesh_proxy::xds::run(options, updates, Arc::clone(&stats)));
     let mut proxy = mesh_proxy::runtime::Proxy::new(
         configs,
-        stats,
+        Arc::clone(&stats),
         mesh_proxy::runtime::ProxyOptions {
             drain_timeout,
             ..Default::default()
@@ -356,6 +356,12 @@ async fn run_proxy(args: ProxyArgs, log_reload: Arc<LogReload>) -> anyhow::Resul
         proxy = proxy.inherit_from(Arc::clone(parent));
     }
     let handle = proxy.handle();
+    let xds = tokio::spawn(mesh_proxy::xds::run(
+        options,
+        updates,
+        Some(handle.apply_reports()),
+        stats,
+    ));
     // One drain for the process (the proxy's listeners), one for the admin server, which
     // answers (DRAINING) until the listeners are done.
     let (process, process_watch) = mesh_drain::channel();

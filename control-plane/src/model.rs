@@ -2,6 +2,7 @@
 
 use mesh_proto::config_entry::{ConfigEntry, ConfigKind};
 use mesh_proto::consul::{AgentService, ServiceEntry};
+use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One consistent view of the registry: every service's instances with their health, and
@@ -12,6 +13,22 @@ pub struct RegistryView {
     pub services: BTreeMap<String, Vec<ServiceEntry>>,
     /// Every config entry, by kind and name.
     pub config: BTreeMap<(ConfigKind, String), ConfigEntry>,
+    /// What the control plane does not honour of the entries the registry holds, by kind
+    /// and name: a real Consul accepts fields and values this mesh does not support.
+    pub entry_problems: Vec<EntryProblem>,
+}
+
+/// A config entry the registry holds that the control plane uses only in part, or not at all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntryProblem {
+    pub kind: ConfigKind,
+    pub name: String,
+    /// The entry is used without these fields; each message names its field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_honoured: Vec<String>,
+    /// The entry cannot be read at all and is left out, for this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 impl RegistryView {

@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 
 use crate::ads::{self, AdsServer};
 use crate::cache::SnapshotCache;
+use crate::model::EntryProblem;
 use crate::snapshot::ResourceType;
-use crate::status::{StatusTracker, StreamStatus, SyncState, sync_state};
+use crate::status::{NodeFacts, ProxyState, StatusTracker, StreamStatus, proxy_state};
 use crate::translate;
 use crate::watch::{RegistryHealth, RegistryWatch};
 
@@ -117,7 +118,8 @@ async fn translate_loop(shared: Arc<Shared>) {
 
 #[derive(Serialize)]
 struct ProxyView {
-    state: SyncState,
+    #[serde(flatten)]
+    state: ProxyState,
     #[serde(flatten)]
     stream: StreamStatus,
     current_versions: BTreeMap<&'static str, String>,
@@ -128,17 +130,32 @@ struct StatusView {
     registry: RegistryHealth,
     proxies: Vec<ProxyView>,
     translate_errors: BTreeMap<String, String>,
+    /// Config entries the control plane uses only in part, or not at all.
+    config_entries: Vec<EntryProblem>,
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    let registry = shared.watch.health();
+    let view = shared.watch.views.borrow().clone();
+    let translate_errors = shared
+        .translate_errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let proxies = shared
         .status
         .streams()
         .into_iter()
         .map(|stream| {
             let snapshot = shared.cache.get(&stream.node_id);
+            let facts = NodeFacts {
+                registered: registry
+                    .synced
+                    .then(|| view.proxy(&stream.node_id).is_some()),
+                config_error: translate_errors.get(&stream.node_id).map(String::as_str),
+            };
             ProxyView {
-                state: sync_state(&stream, &snapshot),
+                state: proxy_state(&stream, &snapshot, facts),
                 current_versions: ResourceType::ALL
                     .into_iter()
                     .map(|t| (t.short(), snapshot.version(t).to_string()))
@@ -148,13 +165,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
         })
         .collect();
     let view = StatusView {
-        registry: shared.watch.health(),
+        registry,
         proxies,
-        translate_errors: shared
-            .translate_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone(),
+        translate_errors,
+        config_entries: view.entry_problems.clone(),
     };
     axum::Json(view).into_response()
 }

@@ -46,7 +46,7 @@ pub struct TypeStatus {
 
 /// Whether a proxy runs the configuration the control plane holds for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SyncState {
     /// Every requested type ACKed at the snapshot's version.
     Synced,
@@ -55,17 +55,16 @@ pub enum SyncState {
     Stale,
     /// The proxy rejected the version it was last sent for some type.
     Nacked,
+    /// No connect-proxy service has the proxy's node id: it gets an empty configuration.
+    Unregistered,
+    /// The control plane cannot build the proxy's configuration from the registry; the proxy
+    /// keeps the last one that could be built.
+    ConfigError,
 }
 
 /// Compares what a stream ACKed with the snapshot the control plane holds for its node.
 pub fn sync_state(stream: &StreamStatus, snapshot: &Snapshot) -> SyncState {
-    let nacked = stream.types.values().any(|s| {
-        s.last_nack.is_some()
-            && s.nack_version.is_some()
-            && s.nack_version == s.sent_version
-            && s.acked_version != s.sent_version
-    });
-    if nacked {
+    if stream.types.values().any(TypeStatus::nacked) {
         return SyncState::Nacked;
     }
     let synced = stream.types.iter().all(|(short, s)| {
@@ -79,6 +78,78 @@ pub fn sync_state(stream: &StreamStatus, snapshot: &Snapshot) -> SyncState {
     } else {
         SyncState::Stale
     }
+}
+
+impl TypeStatus {
+    /// The proxy rejected the version it was last sent (and has not ACKed it since).
+    pub fn nacked(&self) -> bool {
+        self.last_nack.is_some()
+            && self.nack_version.is_some()
+            && self.nack_version == self.sent_version
+            && self.acked_version != self.sent_version
+    }
+}
+
+/// What the control plane knows of a node besides its stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeFacts<'a> {
+    /// Whether a connect-proxy service has the node's id; `None` until the registry has been
+    /// read once.
+    pub registered: Option<bool>,
+    /// Why the node's configuration cannot be built from the current registry view.
+    pub config_error: Option<&'a str>,
+}
+
+/// A proxy's state and, unless it is in sync, why, one line per reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxyState {
+    pub state: SyncState,
+    pub reasons: Vec<String>,
+}
+
+/// The state `mesh status` shows. The worst fact wins: no registration, then a configuration
+/// that cannot be built, then a NACK, then anything not yet ACKed. Every reason that applies
+/// is listed, NACK messages on one line each.
+pub fn proxy_state(stream: &StreamStatus, snapshot: &Snapshot, facts: NodeFacts) -> ProxyState {
+    let mut reasons = Vec::new();
+    let mut state = sync_state(stream, snapshot);
+    if facts.registered.is_none() {
+        reasons.push("the control plane has not read the registry yet".to_string());
+        if state == SyncState::Synced {
+            state = SyncState::Stale;
+        }
+    }
+    if let Some(error) = facts.config_error {
+        reasons.push(format!("configuration not updated: {error}"));
+        state = SyncState::ConfigError;
+    }
+    for (short, s) in &stream.types {
+        if s.nacked() {
+            let message = s.last_nack.as_deref().unwrap_or_default();
+            reasons.push(format!("{short} rejected: {}", one_line(message)));
+        }
+    }
+    if facts.registered == Some(false) {
+        reasons.insert(
+            0,
+            format!(
+                "no connect-proxy service with ID {:?} is registered; the proxy gets an empty configuration",
+                stream.node_id
+            ),
+        );
+        state = SyncState::Unregistered;
+    }
+    ProxyState { state, reasons }
+}
+
+/// A multi-line message (Envoy ends each failed listener's line with a newline) as one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Every connected stream. Share it as `Arc<StatusTracker>`.
@@ -266,5 +337,77 @@ mod tests {
 
         let json = serde_json::to_value(state(&v2)).unwrap_or_default();
         assert_eq!(json, "NACKED");
+    }
+
+    #[test]
+    fn proxy_state_names_the_worst_fact_and_every_reason() {
+        let tracker = Arc::new(StatusTracker::new());
+        let h = tracker.register("ghost", StreamKind::Sotw);
+        let empty = Snapshot::empty();
+        let lds = ResourceType::Listener;
+        h.subscribed(lds, vec![]);
+        h.sent(lds, empty.version(lds));
+        h.acked(lds, empty.version(lds));
+        let stream = || tracker.streams().remove(0);
+        let facts = |registered, config_error| NodeFacts {
+            registered,
+            config_error,
+        };
+
+        // ACKed the empty configuration: in sync, but nothing is registered for it.
+        let state = proxy_state(&stream(), &empty, facts(Some(false), None));
+        assert_eq!(state.state, SyncState::Unregistered);
+        assert_eq!(
+            state.reasons,
+            [
+                "no connect-proxy service with ID \"ghost\" is registered; the proxy gets an empty configuration"
+            ]
+        );
+        assert_eq!(
+            proxy_state(&stream(), &empty, facts(Some(true), None)),
+            ProxyState {
+                state: SyncState::Synced,
+                reasons: vec![]
+            }
+        );
+        let before_sync = proxy_state(&stream(), &empty, facts(None, None));
+        assert_eq!(before_sync.state, SyncState::Stale);
+
+        // A NACK from Envoy: one line per failed listener, joined.
+        let v2 = snapshot("two");
+        h.sent(lds, "v2");
+        h.nacked(
+            lds,
+            "v2",
+            "Error adding/updating listener(s) a: cannot bind '127.0.0.1:1': Address already in use\nb: cannot bind '127.0.0.1:2': Address already in use\n",
+        );
+        let nacked = proxy_state(&stream(), &v2, facts(Some(true), None));
+        assert_eq!(nacked.state, SyncState::Nacked);
+        assert_eq!(
+            nacked.reasons,
+            [
+                "LDS rejected: Error adding/updating listener(s) a: cannot bind '127.0.0.1:1': Address already in use; b: cannot bind '127.0.0.1:2': Address already in use"
+            ]
+        );
+
+        let broken = proxy_state(
+            &stream(),
+            &v2,
+            facts(Some(true), Some("proxy \"ghost\": boom")),
+        );
+        assert_eq!(broken.state, SyncState::ConfigError);
+        assert_eq!(
+            broken.reasons[0],
+            "configuration not updated: proxy \"ghost\": boom"
+        );
+        assert_eq!(broken.reasons.len(), 2);
+        assert_eq!(
+            serde_json::to_value(broken.state).unwrap_or_default(),
+            "CONFIG_ERROR"
+        );
+        assert_eq!(
+            serde_json::to_value(SyncState::Unregistered).unwrap_or_default(),
+            "UNREGISTERED"
+        );
     }
 }

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mesh_proto::config_entry::{ConfigEntry, ConfigKind};
+use mesh_proto::config_entry::{ConfigEntry, ConfigEntryError, ConfigKind};
 use mesh_proto::consul::ServiceEntry;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::model::RegistryView;
+use crate::model::{EntryProblem, RegistryView};
 
 /// How long each blocking query waits at most.
 const WAIT: &str = "5m";
@@ -60,7 +60,7 @@ pub struct RegistryHealth {
 enum Update {
     Services(HashSet<String>),
     Health(String, Vec<ServiceEntry>),
-    Config(ConfigKind, Vec<ConfigEntry>),
+    Config(ConfigKind, Vec<ConfigEntry>, Vec<EntryProblem>),
     Ok,
     Failed(String),
 }
@@ -260,7 +260,8 @@ async fn aggregate(
             format!("/v1/config/{}", kind.as_str()),
             tx.clone(),
             move |entries: Vec<serde_json::Value>| {
-                Some(Update::Config(kind, parse_entries(kind, entries)))
+                let (entries, problems) = parse_entries(kind, entries);
+                Some(Update::Config(kind, entries, problems))
             },
         )));
     }
@@ -329,7 +330,7 @@ async fn aggregate(
                     }
                     mark_ok(&health, &mut was_reachable);
                 }
-                Update::Config(kind, entries) => {
+                Update::Config(kind, entries, problems) => {
                     pending.remove(&format!("config:{}", kind.as_str()));
                     let before: Vec<ConfigEntry> = view
                         .config
@@ -342,6 +343,14 @@ async fn aggregate(
                         for e in entries {
                             view.config.insert((kind, e.name().to_string()), e);
                         }
+                        changed = true;
+                    }
+                    let problems_before = view.entry_problems.iter().filter(|p| p.kind == kind);
+                    if !problems_before.eq(problems.iter()) {
+                        view.entry_problems.retain(|p| p.kind != kind);
+                        view.entry_problems.extend(problems);
+                        view.entry_problems
+                            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
                         changed = true;
                     }
                     mark_ok(&health, &mut was_reachable);
@@ -382,18 +391,63 @@ fn mark_ok(health: &Mutex<RegistryHealth>, was_reachable: &mut bool) {
     h.last_ok_unix_ms = unix_ms();
 }
 
-/// Entries a real Consul may hold that we cannot read are skipped with a warning, not fatal.
-fn parse_entries(kind: ConfigKind, entries: Vec<serde_json::Value>) -> Vec<ConfigEntry> {
-    entries
-        .into_iter()
-        .filter_map(|v| match ConfigEntry::from_json(v) {
-            Ok(e) => Some(e),
-            Err(error) => {
-                tracing::warn!(kind = kind.as_str(), %error, "skipping a config entry the control plane cannot read");
-                None
+/// A real Consul holds what this mesh refuses at write: fields it does not honour are left
+/// out of an entry, and an entry it cannot read at all is skipped; both are reported in the
+/// view (and so in `/status`), not only logged.
+fn parse_entries(
+    kind: ConfigKind,
+    entries: Vec<serde_json::Value>,
+) -> (Vec<ConfigEntry>, Vec<EntryProblem>) {
+    let mut read = Vec::new();
+    let mut problems = Vec::new();
+    for value in entries {
+        let name = entry_name(&value);
+        match ConfigEntry::from_registry(value) {
+            Ok((entry, left_out)) => {
+                if !left_out.is_empty() {
+                    let not_honoured: Vec<String> = left_out.iter().map(left_out_field).collect();
+                    tracing::warn!(kind = kind.as_str(), name = entry.name(), not_honoured = ?not_honoured, "using a config entry without the fields this mesh does not honour");
+                    problems.push(EntryProblem {
+                        kind,
+                        name: entry.name().to_string(),
+                        not_honoured,
+                        ignored: None,
+                    });
+                }
+                read.push(entry);
             }
-        })
-        .collect()
+            Err(error) => {
+                tracing::warn!(kind = kind.as_str(), %name, %error, "skipping a config entry the control plane cannot read");
+                problems.push(EntryProblem {
+                    kind,
+                    name,
+                    not_honoured: Vec::new(),
+                    ignored: Some(error.to_string()),
+                });
+            }
+        }
+    }
+    (read, problems)
+}
+
+/// A field left out of an entry, named first.
+fn left_out_field(error: &ConfigEntryError) -> String {
+    match error {
+        // Only top-level ones are left out; the fields it could have been are noise here.
+        ConfigEntryError::UnknownField { field, .. } => format!("{field}: unknown to this mesh"),
+        other => other.to_string(),
+    }
+}
+
+/// An entry's `Name` as the registry wrote it (any key case), for reporting one that cannot
+/// be read.
+fn entry_name(value: &serde_json::Value) -> String {
+    value
+        .as_object()
+        .and_then(|map| map.iter().find(|(k, _)| k.eq_ignore_ascii_case("name")))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("?")
+        .to_string()
 }
 
 /// Service names are DNS-like, but escape anything that would break the path.
@@ -411,6 +465,37 @@ fn path_escape(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_a_real_consul_holds_are_used_in_part_and_reported() {
+        let (entries, problems) = parse_entries(
+            ConfigKind::ServiceDefaults,
+            vec![
+                serde_json::json!({"Kind": "service-defaults", "Name": "web", "Protocol": "http",
+                    "NewConsulField": "x", "CreateIndex": 7}),
+                serde_json::json!({"Kind": "service-defaults", "Name": "api", "Protocol": 5}),
+                serde_json::json!({"Kind": "service-defaults", "Name": "db"}),
+            ],
+        );
+        let names: Vec<&str> = entries.iter().map(ConfigEntry::name).collect();
+        assert_eq!(names, ["web", "db"]);
+        assert_eq!(entries[0].to_json()["Protocol"], "http");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].name, "web");
+        assert_eq!(
+            problems[0].not_honoured,
+            ["NewConsulField: unknown to this mesh"]
+        );
+        assert_eq!(problems[0].ignored, None);
+        assert_eq!(problems[1].name, "api");
+        assert!(problems[1].not_honoured.is_empty());
+        assert!(
+            problems[1]
+                .ignored
+                .as_deref()
+                .is_some_and(|e| e.starts_with("Protocol: "))
+        );
+    }
 
     #[test]
     fn index_resets_when_it_goes_backwards() {

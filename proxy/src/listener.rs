@@ -30,7 +30,15 @@ use crate::tcp::TcpProxyListener;
 pub(crate) const DEFAULT_BACKLOG: u32 = u32::MAX;
 
 /// A listening socket for `addr` with room for `backlog` connections not yet accepted.
+#[cfg(test)]
 pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    bind_only(addr)?.listen(backlog)
+}
+
+/// A socket bound to `addr` that does not listen yet: what a warming listener holds, so that
+/// an address taken by someone else is found when the listener is configured (and the update
+/// NACKed), while connections are refused until it serves, as with Envoy.
+pub(crate) fn bind_only(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -40,7 +48,20 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     // in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(backlog)
+    Ok(socket)
+}
+
+/// Envoy's text for a listener that cannot bind: `cannot bind '127.0.0.1:80': Address
+/// already in use` (the OS message without Rust's ` (os error 98)`).
+pub(crate) fn bind_error(addr: SocketAddr, error: &io::Error) -> String {
+    let text = error.to_string();
+    let reason = match error.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .unwrap_or(&text),
+        None => &text,
+    };
+    format!("cannot bind '{addr}': {reason}")
 }
 
 /// What a listener does with its connections.

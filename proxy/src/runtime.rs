@@ -7,7 +7,8 @@
 //! so an update never fails a request in flight. Then reconcile listeners: start new ones,
 //! drain removed ones, replace changed ones on the same socket (new connections get the new
 //! settings, old ones drain), and keep a listener whose RDS route configuration has not
-//! arrived yet warming (not started), like Envoy.
+//! arrived yet warming (its address bound, not accepting), like Envoy. Each apply is reported
+//! ([`ApplyReport`]) with the listeners that could not bind, for the xDS client to NACK.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use fnv::FnvHashMap;
 use mesh_drain::Watch;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -36,7 +37,7 @@ pub use crate::state::{
 use crate::state::{Command, DrainListeners, Shared};
 use crate::tcp::TcpProxyListener;
 use crate::upstream;
-use crate::xds::XdsStats;
+use crate::xds::{ApplyReport, XdsStats};
 
 /// The proxy before it runs: hand out [`ProxyHandle`]s, then [`Proxy::run`].
 pub struct Proxy {
@@ -52,7 +53,7 @@ impl Proxy {
         xds: Arc<XdsStats>,
         options: ProxyOptions,
     ) -> Proxy {
-        let (applied, _) = watch::channel(Arc::new(ProxyConfig::default()));
+        let (applied, _) = watch::channel(ApplyReport::default());
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
@@ -112,6 +113,8 @@ impl Proxy {
         let mut reconciler = Reconciler {
             shared,
             running: BTreeMap::new(),
+            held: BTreeMap::new(),
+            failed: BTreeMap::new(),
             status: BTreeMap::new(),
             draining: Vec::new(),
             health_check_failed: false,
@@ -281,9 +284,37 @@ impl Scope {
     }
 }
 
+/// The socket of a listener that is not serving yet (warming for its routes).
+enum Held {
+    /// Bound, not listening: connections are refused until the listener starts.
+    Bound(TcpSocket),
+    /// Taken over from the process this one replaces, which still accepts on it.
+    Listening(TcpListener),
+}
+
+struct HeldSocket {
+    addr: std::net::SocketAddr,
+    socket: Held,
+}
+
+impl HeldSocket {
+    fn listen(self, backlog: u32) -> std::io::Result<TcpListener> {
+        match self.socket {
+            Held::Bound(socket) => socket.listen(backlog),
+            Held::Listening(listener) => Ok(listener),
+        }
+    }
+}
+
 struct Reconciler {
     shared: Arc<Shared>,
     running: BTreeMap<String, RunningListener>,
+    /// Sockets of listeners waiting for their routes, taken when they were configured: an
+    /// address someone else holds is found then (and the LDS update NACKed), as in Envoy.
+    held: BTreeMap<String, HeldSocket>,
+    /// Listeners of the configuration being applied that could not start: name -> Envoy's
+    /// error text. Reported to the xDS client with the apply.
+    failed: BTreeMap<String, String>,
     status: BTreeMap<String, ListenerStatus>,
     draining: Vec<JoinHandle<()>>,
     /// `/healthcheck/fail` is in force: every generation drains its connections.
@@ -344,7 +375,10 @@ impl Reconciler {
         {
             shared.ready.store(true, Relaxed);
         }
-        shared.applied.send_replace(config);
+        shared.applied.send_replace(ApplyReport {
+            config,
+            failed_listeners: std::mem::take(&mut self.failed),
+        });
     }
 
     /// Publishes the listeners' status and their sockets by configured address.
@@ -528,9 +562,12 @@ impl Reconciler {
         }
         self.status
             .retain(|name, _| config.listeners.contains_key(name));
+        self.held
+            .retain(|name, _| config.listeners.contains_key(name));
 
         for (name, listener) in &config.listeners {
             if self.stopped.is_some_and(|s| s.covers(listener)) {
+                self.held.remove(name);
                 if let Some(old) = self.running.remove(name) {
                     self.retire(old, previous);
                 }
@@ -548,9 +585,51 @@ impl Reconciler {
                 }
                 continue;
             }
+            let running_at = self.running.get(name).map(|r| r.config.addr);
+            if running_at == Some(listener.addr) {
+                // Same socket. Until its new routes arrive the running generation serves.
+                if missing_routes(listener, config).is_some() {
+                    continue;
+                }
+                if let Some(current) = self.running.get_mut(name)
+                    && same_listener(&current.config, listener)
+                {
+                    current.config = Arc::clone(listener);
+                    continue;
+                }
+                tracing::info!(listener = %name, "listener changed; replacing it in place");
+                if let Some(current) = self.running.get(name) {
+                    relisten(&current.socket, listener);
+                }
+                self.replace(name, listener, previous);
+                continue;
+            }
+            // A new socket: for a new listener, or a running one moving to another address
+            // (which keeps serving on its old one if the new one cannot be had, as in Envoy).
+            let socket = match self.held.remove(name) {
+                Some(held) if held.addr == listener.addr => held,
+                _ => match self.acquire(listener).await {
+                    Ok(socket) => socket,
+                    Err(error) => {
+                        tracing::error!(listener = %name, %error, "listener failed to bind");
+                        self.failed.insert(name.clone(), error.clone());
+                        if running_at.is_none() {
+                            self.status.insert(
+                                name.clone(),
+                                ListenerStatus {
+                                    name: name.clone(),
+                                    configured_address: listener.addr,
+                                    state: ListenerState::Failed { error },
+                                },
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
             if let Some(route) = missing_routes(listener, config) {
-                // Warming: a running generation keeps serving until the routes arrive.
-                if !self.running.contains_key(name) {
+                self.held.insert(name.clone(), socket);
+                if running_at.is_none() {
                     self.status.insert(
                         name.clone(),
                         ListenerStatus {
@@ -564,43 +643,25 @@ impl Reconciler {
                 }
                 continue;
             }
-            let in_place = match self.running.get_mut(name) {
-                Some(current) if same_listener(&current.config, listener) => {
-                    current.config = Arc::clone(listener);
-                    continue;
-                }
-                Some(current) => current.config.addr == listener.addr,
-                None => false,
-            };
-            if in_place {
-                tracing::info!(listener = %name, "listener changed; replacing it in place");
-                if let Some(current) = self.running.get(name) {
-                    relisten(&current.socket, listener);
-                }
-                self.replace(name, listener, previous);
-                continue;
-            }
             if let Some(old) = self.running.remove(name) {
                 tracing::info!(listener = %name, "listener address changed; draining the old one");
                 self.retire(old, previous);
             }
-            let state = match self.listening_socket(listener).await {
-                Ok(socket) => match self.start(listener, Arc::new(socket)) {
-                    Ok(running) => {
-                        tracing::info!(listener = %name, addr = %running.local_addr, "listener started");
-                        let address = running.local_addr;
-                        self.running.insert(name.clone(), running);
-                        ListenerState::Active { address }
-                    }
-                    Err(e) => ListenerState::Failed {
-                        error: e.to_string(),
-                    },
-                },
+            let started = socket
+                .listen(backlog(listener))
+                .and_then(|socket| self.start(listener, Arc::new(socket)));
+            let state = match started {
+                Ok(running) => {
+                    tracing::info!(listener = %name, addr = %running.local_addr, "listener started");
+                    let address = running.local_addr;
+                    self.running.insert(name.clone(), running);
+                    ListenerState::Active { address }
+                }
                 Err(e) => {
-                    tracing::error!(listener = %name, addr = %listener.addr, error = %e, "cannot bind listener");
-                    ListenerState::Failed {
-                        error: format!("bind {}: {e}", listener.addr),
-                    }
+                    let error = crate::listener::bind_error(listener.addr, &e);
+                    tracing::error!(listener = %name, %error, "listener failed to start");
+                    self.failed.insert(name.clone(), error.clone());
+                    ListenerState::Failed { error }
                 }
             };
             self.status.insert(
@@ -662,17 +723,25 @@ impl Reconciler {
     }
 
     /// A socket for a new listener: the one the process this one replaces has for its
-    /// address (so connections queued there are accepted here), else a fresh bind; with
-    /// the listener's backlog.
-    async fn listening_socket(&self, listener: &Listener) -> std::io::Result<TcpListener> {
+    /// address (so connections queued there are accepted here), else a fresh bind. `Err` is
+    /// Envoy's text for the failure.
+    async fn acquire(&self, listener: &Listener) -> Result<HeldSocket, String> {
+        let addr = listener.addr;
         if let Some(parent) = &self.parent
-            && listener.addr.port() != 0
+            && addr.port() != 0
         {
-            match parent.take(listener.addr).await {
+            match parent.take(addr).await {
                 Ok(Some(socket)) => {
-                    tracing::info!(listener = %listener.name, addr = %listener.addr, "took the listening socket over from the process being replaced");
-                    crate::restart::listen(&socket, backlog(listener))?;
-                    return TcpListener::from_std(socket);
+                    tracing::info!(listener = %listener.name, %addr, "took the listening socket over from the process being replaced");
+                    let taken = crate::restart::listen(&socket, backlog(listener))
+                        .and_then(|()| TcpListener::from_std(socket));
+                    return match taken {
+                        Ok(socket) => Ok(HeldSocket {
+                            addr,
+                            socket: Held::Listening(socket),
+                        }),
+                        Err(e) => Err(crate::listener::bind_error(addr, &e)),
+                    };
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -680,7 +749,13 @@ impl Reconciler {
                 }
             }
         }
-        crate::listener::bind(listener.addr, backlog(listener))
+        match crate::listener::bind_only(addr) {
+            Ok(socket) => Ok(HeldSocket {
+                addr,
+                socket: Held::Bound(socket),
+            }),
+            Err(e) => Err(crate::listener::bind_error(addr, &e)),
+        }
     }
 
     /// Stops every listener; connections get the drain timeout to finish, or are cut off at

@@ -20,7 +20,7 @@ use crate::config::{Cluster, LbPolicy, ProxyConfig, RouteConfig};
 use crate::listener::Unproven;
 use crate::metrics::{ClusterMembership, ClusterStats, Registry, StatsView};
 use crate::upstream::ClusterUpstream;
-use crate::xds::XdsStats;
+use crate::xds::{ApplyReport, XdsStats};
 
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
@@ -111,7 +111,8 @@ pub enum ListenerState {
     Warming {
         route_config: String,
     },
-    /// Could not bind; retried with the next update.
+    /// Could not bind (Envoy's text). Tried again with the next configuration that has it;
+    /// the xDS client NACKs the update and takes the listener out of its configuration.
     Failed {
         error: String,
     },
@@ -176,7 +177,8 @@ pub(crate) struct Shared {
     pub conn_limit: Arc<Semaphore>,
     pub unproven: Unproven,
     pub ready: AtomicBool,
-    pub applied: watch::Sender<Arc<ProxyConfig>>,
+    /// The latest configuration applied, listeners included, and what failed of it.
+    pub applied: watch::Sender<ApplyReport>,
     pub options: ProxyOptions,
     pub started: Instant,
     pub started_at: SystemTime,
@@ -281,8 +283,8 @@ impl ProxyHandle {
         let mut applied = self.shared.applied.subscribe();
         let shared = Arc::clone(&self.shared);
         let _ = applied
-            .wait_for(|config| {
-                config.versions.contains_key("LDS")
+            .wait_for(|report| {
+                report.config.versions.contains_key("LDS")
                     && !shared
                         .listeners
                         .load()
@@ -315,7 +317,15 @@ impl ProxyHandle {
     /// Waits until `config` (the latest one published) has been applied, listeners included.
     pub async fn wait_applied(&self, config: &Arc<ProxyConfig>) {
         let mut applied = self.shared.applied.subscribe();
-        let _ = applied.wait_for(|c| Arc::ptr_eq(c, config)).await;
+        let _ = applied
+            .wait_for(|report| Arc::ptr_eq(&report.config, config))
+            .await;
+    }
+
+    /// Every configuration the runtime applies, with what failed of it: what the xDS client
+    /// waits for before answering an LDS response ([`crate::xds::run`]).
+    pub fn apply_reports(&self) -> watch::Receiver<ApplyReport> {
+        self.shared.applied.subscribe()
     }
 
     /// Counters for `/stats` and `/stats/prometheus`.

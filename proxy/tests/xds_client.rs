@@ -242,7 +242,7 @@ impl Proxy {
             server: format!("http://{server}"),
             mode,
         };
-        let task = tokio::spawn(run(options, tx, Arc::clone(&stats)));
+        let task = tokio::spawn(run(options, tx, None, Arc::clone(&stats)));
         Proxy {
             config,
             stats,

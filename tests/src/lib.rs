@@ -78,6 +78,8 @@ pub fn python() -> Option<PathBuf> {
 pub struct MeshProcess {
     pub child: Child,
     pub addrs: std::collections::HashMap<String, SocketAddr>,
+    /// Every line it has logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl MeshProcess {
@@ -96,9 +98,15 @@ impl MeshProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         let wanted: Vec<String> = listeners.iter().map(|l| format!("{l} listening")).collect();
         let label = label.to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[{label}] {line}");
+                lines
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(line.clone());
                 for w in &wanted {
                     if line.contains(w.as_str()) {
                         let addr = line.split("addr=").nth(1).unwrap_or_default();
@@ -119,11 +127,22 @@ impl MeshProcess {
                 .unwrap_or_else(|_| panic!("mesh {} did not report its listeners", args[0]));
             addrs.insert(name, addr.parse().expect("bad address in the log"));
         }
-        MeshProcess { child, addrs }
+        MeshProcess { child, addrs, log }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.addrs[listener]
+    }
+
+    /// The lines it has logged so far that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     pub fn kill9(&mut self) {

@@ -47,6 +47,9 @@ struct TypeState {
     /// The system version of the last NACKed response, until an ACK: a snapshot still at
     /// that version is not "in sync" even though nothing is left to send.
     nacked: Option<String>,
+    /// The client came with nothing of this type and has had no response yet: it waits for
+    /// a first one, even empty, to finish initialising.
+    initialising: bool,
 }
 
 impl TypeState {
@@ -158,6 +161,7 @@ impl Protocol for Delta {
             // Legacy wildcard: LDS/CDS asked for with no names at all.
             state.wildcard = t.is_wildcard_type() && request.resource_names_subscribe.is_empty();
             state.known = request.initial_resource_versions.into_iter().collect();
+            state.initialising = state.known.is_empty();
         }
 
         // Subscription changes count whatever the nonce.
@@ -307,10 +311,17 @@ impl Delta {
             plan.removals.clear();
         }
         if plan.is_empty() {
-            if state.plan(t, snapshot).is_empty() && state.nacked.as_deref() != Some(version) {
-                self.status.in_sync(t, version);
+            let in_sync =
+                state.plan(t, snapshot).is_empty() && state.nacked.as_deref() != Some(version);
+            // A new client's wildcard subscription is answered even when empty (a node
+            // nothing is registered for): a stock Envoy otherwise waits out its initial-fetch
+            // timeout (15 s) before it serves.
+            if !(in_sync && state.wildcard && state.initialising) {
+                if in_sync {
+                    self.status.in_sync(t, version);
+                }
+                return None;
             }
-            return None;
         }
 
         let mut changes = BTreeMap::new();
@@ -341,6 +352,7 @@ impl Delta {
         );
         state.nonce.clone_from(&nonce);
         state.in_flight = Some((version.to_string(), changes));
+        state.initialising = false;
         self.status.sent(t, version);
         Some(DeltaDiscoveryResponse {
             system_version_info: version.to_string(),
@@ -540,5 +552,24 @@ mod tests {
         // The client may have applied part of that response: a removal must still reach it.
         let out = d.responses(&snapshot(&["a"], &[]));
         assert_eq!(out[0].removed_resources, vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn an_empty_wildcard_subscription_is_answered_once() {
+        let mut d = delta();
+        let empty = Snapshot::empty();
+        d.on_request(request(ResourceType::Cluster, &[], ""));
+        let out = d.responses(&empty);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+        assert_eq!(
+            out[0].system_version_info,
+            empty.version(ResourceType::Cluster)
+        );
+        d.on_request(request(ResourceType::Cluster, &[], &out[0].nonce));
+        assert!(d.responses(&empty).is_empty());
+        // Named subscriptions are answered when there is something to send.
+        d.on_request(request(ResourceType::Endpoint, &["a"], ""));
+        assert!(d.responses(&empty).is_empty());
     }
 }

@@ -10,6 +10,7 @@ mod blocks;
 mod defaults;
 mod graph;
 mod intentions;
+mod lenient;
 mod resolver;
 mod router;
 mod splitter;

@@ -11,6 +11,7 @@
 use envoy_types::pb::envoy::config::core::v3::{Node, node::UserAgentVersionType};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::rpc;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 use super::delta::Delta;
 use super::sotw::Sotw;
 use super::store::{Incoming, Mode, ResourceType, Store};
-use super::{XdsMode, XdsOptions, XdsStats};
+use super::{ApplyReport, XdsMode, XdsOptions, XdsStats};
 use crate::config::ProxyConfig;
 
 pub(super) type AdsClient = AggregatedDiscoveryServiceClient<Channel>;
@@ -42,6 +43,7 @@ const INVALID_ARGUMENT: i32 = 3;
 pub(super) async fn run(
     options: XdsOptions,
     updates: watch::Sender<Arc<ProxyConfig>>,
+    applied: Option<watch::Receiver<ApplyReport>>,
     stats: Arc<XdsStats>,
 ) {
     let endpoint = match Endpoint::from_shared(options.server.clone()) {
@@ -70,7 +72,10 @@ pub(super) async fn run(
     let mut session = Session {
         store: Store::default(),
         updates,
+        applied,
         stats,
+        node_id: options.node_id.clone(),
+        empty_logged: false,
     };
     let mut backoff = Backoff::default();
     loop {
@@ -139,7 +144,7 @@ async fn stream<P: Protocol>(endpoint: &Endpoint, node: &Node, session: &mut Ses
         let reason = match responses.message().await {
             Ok(Some(response)) => {
                 delivered = true;
-                for request in protocol.on_response(session, response) {
+                for request in protocol.on_response(session, response).await {
                     // A send fails only once the stream is gone; the next read says why.
                     let _ = tx.send(request);
                 }
@@ -178,7 +183,7 @@ pub(super) trait Protocol: Sized + Send + 'static {
         &mut self,
         session: &mut Session,
         response: Self::Response,
-    ) -> Vec<Self::Request>;
+    ) -> impl Future<Output = Vec<Self::Request>> + Send;
     fn open(
         client: AdsClient,
         requests: UnboundedReceiverStream<Self::Request>,
@@ -189,13 +194,19 @@ pub(super) trait Protocol: Sized + Send + 'static {
 pub(super) struct Session {
     pub(super) store: Store,
     updates: watch::Sender<Arc<ProxyConfig>>,
+    /// The runtime's reports, when a runtime applies what is published.
+    applied: Option<watch::Receiver<ApplyReport>>,
     stats: Arc<XdsStats>,
+    node_id: String,
+    /// The configuration is empty, and the log said so.
+    empty_logged: bool,
 }
 
 impl Session {
-    /// Counts the update, applies what is valid in it, and publishes the new configuration.
-    /// `Err` is the NACK's message.
-    pub(super) fn apply(
+    /// Counts the update, applies what is valid in it, and publishes the new configuration;
+    /// for LDS, waits until the runtime has applied it and takes back the listeners it could
+    /// not start. `Err` is the NACK's message.
+    pub(super) async fn apply(
         &mut self,
         t: ResourceType,
         version: &str,
@@ -205,12 +216,33 @@ impl Session {
     ) -> Result<(), String> {
         let count = incoming.len();
         self.stats.attempt(t.index());
+        let before = (t == ResourceType::Listener).then(|| self.store.listeners_before());
         let applied = self.store.apply(t, version, incoming, removed, mode);
+        let mut error = applied.error;
         // A NACKed response may still have changed some resources (the valid ones).
-        if applied.changed || applied.error.is_none() {
-            self.updates.send_replace(Arc::new(self.store.config()));
+        if applied.changed || error.is_none() {
+            let config = self.publish();
+            let failed = match before {
+                Some(before) => {
+                    let failed = self.failed_listeners(&config).await;
+                    if !failed.is_empty() {
+                        self.store.take_back_listeners(failed.keys(), before);
+                        self.publish();
+                    }
+                    failed
+                }
+                None => BTreeMap::new(),
+            };
+            if !failed.is_empty() {
+                let detail = listener_errors(&failed);
+                error = Some(match error {
+                    Some(e) => format!("{e}; {detail}"),
+                    None => detail,
+                });
+            }
         }
-        match applied.error {
+        self.note_empty();
+        match error {
             None => {
                 self.stats.success(t.index());
                 info!(
@@ -236,6 +268,54 @@ impl Session {
             }
         }
     }
+
+    fn publish(&self) -> Arc<ProxyConfig> {
+        let config = Arc::new(self.store.config());
+        self.updates.send_replace(Arc::clone(&config));
+        config
+    }
+
+    /// The listeners of `config` the runtime could not start; none without a runtime, or
+    /// once it has stopped.
+    async fn failed_listeners(&mut self, config: &Arc<ProxyConfig>) -> BTreeMap<String, String> {
+        let Some(applied) = &mut self.applied else {
+            return BTreeMap::new();
+        };
+        match applied
+            .wait_for(|report| Arc::ptr_eq(&report.config, config))
+            .await
+        {
+            Ok(report) => report.failed_listeners.clone(),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Says once, when the configuration becomes empty, that nothing is configured for this
+    /// node: our control plane sends an empty configuration to a node id no connect-proxy
+    /// service has, which is all a stock Envoy can be told (and to a registered one whose
+    /// first configuration cannot be built).
+    fn note_empty(&mut self) {
+        let empty = self.store.is_empty()
+            && self.store.version(ResourceType::Cluster).is_some()
+            && self.store.version(ResourceType::Listener).is_some();
+        if empty && !self.empty_logged {
+            warn!(
+                node = self.node_id,
+                "the control plane has no listeners and no clusters for this node: nothing is registered for it, or its configuration cannot be built (`mesh status` says which; a sidecar's node id is the ID of its connect-proxy service)"
+            );
+        }
+        self.empty_logged = empty;
+    }
+}
+
+/// Envoy's NACK message for listeners it could not add (`lds_api.cc`): one line per
+/// listener, each ending with a newline.
+fn listener_errors(failed: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("Error adding/updating listener(s) ");
+    for (name, error) in failed {
+        out.push_str(&format!("{name}: {error}\n"));
+    }
+    out
 }
 
 /// A NACK's `error_detail`.

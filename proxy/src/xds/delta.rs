@@ -76,7 +76,7 @@ impl Protocol for Delta {
         out
     }
 
-    fn on_response(
+    async fn on_response(
         &mut self,
         session: &mut Session,
         response: DeltaDiscoveryResponse,
@@ -118,11 +118,12 @@ impl Protocol for Delta {
             .collect();
         let mut removed = removed_resources;
         removed.extend(removed_resource_names.into_iter().map(|n| n.name));
-        let result = session.apply(t, &system_version_info, incoming, &removed, Mode::Delta);
+        let result = session
+            .apply(t, &system_version_info, incoming, &removed, Mode::Delta)
+            .await;
         let mut out = Vec::new();
-        if result.is_ok()
-            && let Some(dependent) = t.dependent()
-        {
+        // Also after a NACK: the valid resources of the response were applied.
+        if let Some(dependent) = t.dependent() {
             out.extend(self.resubscribe(dependent, &session.store));
         }
         out.push(DeltaDiscoveryRequest {

@@ -91,7 +91,7 @@ impl Protocol for Sotw {
         out
     }
 
-    fn on_response(
+    async fn on_response(
         &mut self,
         session: &mut Session,
         response: DiscoveryResponse,
@@ -120,12 +120,13 @@ impl Protocol for Sotw {
                 body: Some(body),
             })
             .collect();
-        let result = session.apply(t, &version_info, incoming, &[], Mode::StateOfTheWorld);
+        let result = session
+            .apply(t, &version_info, incoming, &[], Mode::StateOfTheWorld)
+            .await;
         let mut out = Vec::new();
-        // Like Envoy: ask for the EDS/RDS names an update brought before ACKing it.
-        if result.is_ok()
-            && let Some(dependent) = t.dependent()
-        {
+        // Like Envoy: ask for the EDS/RDS names an update brought before answering it (also
+        // after a NACK: the valid resources of the response were applied).
+        if let Some(dependent) = t.dependent() {
             out.extend(self.resubscribe(dependent, &session.store));
         }
         let names = self.current_names(t);

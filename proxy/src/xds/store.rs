@@ -263,6 +263,43 @@ impl Store {
         }
     }
 
+    /// No clusters and no listeners.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.clusters.is_empty() && self.listeners.is_empty()
+    }
+
+    /// The listeners and LDS version as they are, to take back listeners of the next LDS
+    /// response that the runtime cannot start.
+    pub(crate) fn listeners_before(&self) -> ListenersBefore {
+        ListenersBefore {
+            listeners: self.listeners.clone(),
+            version: self.versions[ResourceType::Listener.index()].clone(),
+        }
+    }
+
+    /// Puts the listeners `names` back as they were in `before` (a new one goes), with the
+    /// LDS version: the response that brought them is NACKed, as Envoy NACKs a listener
+    /// that cannot bind and keeps what it had.
+    pub(crate) fn take_back_listeners<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a String>,
+        before: ListenersBefore,
+    ) {
+        let ListenersBefore { listeners, version } = before;
+        for name in names {
+            match listeners.get(name) {
+                Some(entry) => {
+                    self.listeners.insert(name.clone(), entry.clone());
+                }
+                None => {
+                    self.listeners.remove(name);
+                }
+            }
+        }
+        self.versions[ResourceType::Listener.index()] = version;
+        self.forget_unreferenced(ResourceType::Route);
+    }
+
     fn forget_unreferenced(&mut self, t: ResourceType) {
         let wanted = self.wanted(t);
         match t {
@@ -277,6 +314,12 @@ fn values<T: Clone>(map: &Map<T>) -> BTreeMap<String, T> {
     map.iter()
         .map(|(name, e)| (name.clone(), e.value.clone()))
         .collect()
+}
+
+/// See [`Store::listeners_before`].
+pub(crate) struct ListenersBefore {
+    listeners: Map<Arc<config::Listener>>,
+    version: Option<String>,
 }
 
 /// What applying a response did.
@@ -771,5 +814,35 @@ mod tests {
         );
         assert_eq!(names(&s.listeners), ["l1"]);
         assert_eq!(s.version(LDS), Some("2"));
+    }
+
+    #[test]
+    fn listeners_the_runtime_cannot_start_are_taken_back() {
+        let mut s = Store::default();
+        ok(s.apply(
+            LDS,
+            "1",
+            sotw(vec![http_listener("l1", 9001, "r1")]),
+            &[],
+            SOTW,
+        ));
+        ok(s.apply(RDS, "1", sotw(vec![routes("r1")]), &[], SOTW));
+        let before = s.listeners_before();
+        let lds = sotw(vec![
+            http_listener("l1", 9101, "r1"),
+            http_listener("l2", 9002, "r2"),
+            http_listener("l3", 9003, "r3"),
+        ]);
+        ok(s.apply(LDS, "2", lds, &[], SOTW));
+        let l1_before = Arc::clone(&s.config().listeners["l1"]);
+        // l1 cannot move to 9101 and l2 cannot bind: l1 goes back, l2 goes, l3 stays.
+        let failed = [String::from("l1"), String::from("l2")];
+        s.take_back_listeners(&failed, before);
+        assert_eq!(names(&s.listeners), ["l1", "l3"]);
+        assert_eq!(s.config().listeners["l1"].addr.port(), 9001);
+        assert!(!Arc::ptr_eq(&s.config().listeners["l1"], &l1_before));
+        assert_eq!(s.version(LDS), Some("1"));
+        assert_eq!(s.wanted(RDS).into_iter().collect::<Vec<_>>(), ["r1", "r3"]);
+        assert_eq!(names(&s.routes), ["r1"]);
     }
 }

@@ -74,6 +74,7 @@ impl Harness {
         h.xds_client = Some(tokio::spawn(mesh_proxy::xds::run(
             options,
             tx,
+            Some(h.handle.apply_reports()),
             Arc::clone(&h.xds),
         )));
         h
