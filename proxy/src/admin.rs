@@ -303,6 +303,15 @@ fn cluster_json(c: &Cluster) -> Value {
         }),
         LbPolicy::Maglev { table_size } => json!({ "policy": "MAGLEV", "table_size": table_size }),
     };
+    if let Some(aggregate) = &c.aggregate {
+        return json!({
+            "name": c.name,
+            "type": "envoy.clusters.aggregate",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "clusters": aggregate.clusters,
+            "healthy_panic_threshold": aggregate.panic_threshold,
+        });
+    }
     json!({
         "name": c.name,
         "type": if c.eds { "EDS" } else { "STATIC" },

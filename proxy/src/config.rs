@@ -429,6 +429,21 @@ pub struct Cluster {
     pub eds: bool,
     pub endpoints: Arc<Vec<Endpoint>>,
     pub max_requests_per_connection: Option<u32>,
+    /// Set for an aggregate cluster, which has no endpoints, connections or load balancer of
+    /// its own (`lb_policy`, `http2` and the rest are unused): each try picks one of its
+    /// clusters, then that cluster picks an endpoint.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// Envoy's aggregate cluster (`envoy.clusters.aggregate`): its clusters, tried in order as
+/// priority levels (spilling over by health with the overprovisioning factor 1.4). A cluster
+/// that does not exist, is itself an aggregate, or has no endpoints is skipped, as in Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub clusters: Vec<String>,
+    /// Envoy's `healthy_panic_threshold` of the aggregate cluster, in whole percent
+    /// (default 50): the level choice spreads by endpoint count when every level is below it.
+    pub panic_threshold: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -706,21 +706,21 @@ async fn send_with_retries(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
     loop {
-        let Some(index) = cluster.balancer.pick(hash, &tried) else {
+        let Some(picked) = cluster.pick(hash, &tried) else {
             stats.upstream_cx_none_healthy.inc();
             return Err(Failed {
                 error: ProxyError::NoHealthyUpstream,
                 retried: retries > 0,
             });
         };
-        let Some(pool) = cluster.upstream.endpoint(index) else {
+        let Some(pool) = picked.cluster.upstream.endpoint(picked.index) else {
             stats.upstream_cx_none_healthy.inc();
             return Err(Failed {
                 error: ProxyError::NoHealthyUpstream,
                 retried: retries > 0,
             });
         };
-        let in_flight = InFlight::start(pool, cluster.balancer.start(index));
+        let in_flight = InFlight::start(pool, picked.cluster.balancer.start(picked.index));
         let started = if retries == 0 {
             first_try
         } else {
@@ -798,7 +798,7 @@ async fn send_with_retries(
         }
         retries += 1;
         stats.upstream_rq_retry.inc();
-        tried.push(index);
+        tried.push(picked.key);
         if let Some(policy) = policy {
             backoff(policy, retries).await;
         }

@@ -30,6 +30,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
                 .collect(),
         ),
         max_requests_per_connection: None,
+        aggregate: None,
     }
 }
 

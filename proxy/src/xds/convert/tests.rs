@@ -662,11 +662,14 @@ fn cluster_types_and_timeouts() {
     let mut c = eds_cluster("api");
     c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
         cluster::CustomClusterType {
-            name: "envoy.clusters.aggregate".into(),
+            name: "envoy.clusters.redis".into(),
             typed_config: None,
         },
     ));
-    assert!(cluster_error(c).contains("custom cluster types are not supported"));
+    assert_eq!(
+        cluster_error(c),
+        r#"cluster "api": cluster_type.name: only envoy.clusters.aggregate is supported, got "envoy.clusters.redis""#
+    );
     let mut c = eds_cluster("api");
     c.connect_timeout = Some(secs(0));
     assert!(cluster_error(c).ends_with("connect_timeout: must be greater than 0"));
@@ -1878,4 +1881,5 @@ fn http1_protocol_options() {
         assert!(e.ends_with(error), "{e}");
     }
 }
+mod aggregate;
 mod filters;
