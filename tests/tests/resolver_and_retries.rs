@@ -166,7 +166,7 @@ struct Upstreams {
 struct Frontend {
     name: &'static str,
     upstreams: Upstreams,
-    _sidecar: Sidecar,
+    sidecar: Sidecar,
 }
 
 struct Mesh {
@@ -378,7 +378,7 @@ async fn start(envoy: &Path, envoy_delta: bool, dir: &Path) -> Mesh {
         mesh.frontends.push(Frontend {
             name,
             upstreams,
-            _sidecar: sidecar,
+            sidecar,
         });
     }
     mesh
@@ -677,6 +677,66 @@ async fn run(envoy_delta: bool) {
     }
     mesh.must_put("/v1/agent/check/pass/service:v1-b", json!(null))
         .await;
+    mesh.until(backend, |c| {
+        c.keys().all(|k| k.starts_with("v1-")) && c.len() == 2
+    })
+    .await;
+
+    // ---- A changed cluster is active in Envoy at once ----
+    // The resolver's connect timeout changes the clusters, not their endpoints: Envoy must
+    // not wait for its 15 s initial fetch timeout to use them.
+    let envoy = mesh
+        .frontends
+        .iter()
+        .find_map(|f| match &f.sidecar {
+            Sidecar::Envoy(_) => Some(f.sidecar.admin_url("/config_dump")),
+            Sidecar::Mesh(..) => None,
+        })
+        .expect("an Envoy sidecar");
+    let changed = Instant::now();
+    mesh.must_put(
+        "/v1/config",
+        json!({"Kind": "service-resolver", "Name": "backend", "DefaultSubset": "v1",
+            "ConnectTimeout": "7s",
+            "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"},
+                        "v2": {"Filter": "Service.Meta.version == v2"},
+                        "dead": {"Filter": "Service.Meta.version == dead"}},
+            "Failover": {"v1": {"ServiceSubset": "v2"}}}),
+    )
+    .await;
+    let active = mesh_tests::eventually(Duration::from_secs(20), async || {
+        let dump = mesh.http.get(&envoy).await.json();
+        let Some(clusters) = dump["configs"].as_array().and_then(|configs| {
+            configs
+                .iter()
+                .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.ClustersConfigDump")
+        }) else {
+            return false;
+        };
+        let warming = clusters["dynamic_warming_clusters"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty());
+        let timeouts: Vec<&Value> = clusters["dynamic_active_clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["cluster"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("failover-target~"))
+            })
+            .map(|c| &c["cluster"]["connect_timeout"])
+            .collect();
+        timeouts.len() == 2 && timeouts.iter().all(|t| *t == "7s") && !warming
+    })
+    .await;
+    let took = changed.elapsed();
+    println!("{label}: Envoy took the changed clusters after {took:?}");
+    assert!(active, "Envoy never took the changed clusters");
+    assert!(
+        took < Duration::from_secs(1),
+        "Envoy took {took:?} to take the changed clusters"
+    );
     mesh.until(backend, |c| {
         c.keys().all(|k| k.starts_with("v1-")) && c.len() == 2
     })
