@@ -1,6 +1,6 @@
 //! A proxy's complete xDS configuration at one moment, with the versions the protocol needs.
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -92,6 +92,8 @@ fn hash_hex(bytes: &[u8]) -> String {
 pub struct Snapshot {
     resources: [BTreeMap<String, Resource>; 4],
     versions: [String; 4],
+    /// EDS clusters: cluster name -> the name of the endpoint resource it takes.
+    eds_names: BTreeMap<String, String>,
 }
 
 impl Snapshot {
@@ -101,7 +103,28 @@ impl Snapshot {
         listeners: Vec<Listener>,
         routes: Vec<RouteConfiguration>,
     ) -> Snapshot {
-        let mut snap = Snapshot::default();
+        let eds_names = clusters
+            .iter()
+            .filter(|c| {
+                c.cluster_discovery_type
+                    == Some(cluster::ClusterDiscoveryType::Type(
+                        cluster::DiscoveryType::Eds as i32,
+                    ))
+            })
+            .map(|c| {
+                let service = c
+                    .eds_cluster_config
+                    .as_ref()
+                    .map(|e| e.service_name.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&c.name);
+                (c.name.clone(), service.to_string())
+            })
+            .collect();
+        let mut snap = Snapshot {
+            eds_names,
+            ..Snapshot::default()
+        };
         snap.resources[0] = clusters
             .iter()
             .map(|c| (c.name.clone(), Resource::new(c.name.clone(), c)))
@@ -145,6 +168,11 @@ impl Snapshot {
 
     pub fn version(&self, t: ResourceType) -> &str {
         &self.versions[t as usize]
+    }
+
+    /// The endpoint resource EDS cluster `cluster` takes; `None` for other clusters.
+    pub fn eds_name(&self, cluster: &str) -> Option<&str> {
+        self.eds_names.get(cluster).map(String::as_str)
     }
 }
 

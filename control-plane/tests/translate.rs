@@ -1027,14 +1027,59 @@ fn redirect_and_default_subset() {
 }
 
 #[test]
-fn failover_is_ignored() {
+fn failover_is_an_aggregate_cluster_that_envoy_accepts() {
+    let mut view = mesh();
+    put_config(
+        &mut view,
+        json!({"Kind": "service-resolver", "Name": "api", "DefaultSubset": "v1", "Subsets": {
+            "v1": {"Filter": "Service.Meta.version == v1"},
+            "v2": {"Filter": "Service.Meta.version == v2"}},
+            "Failover": {"v1": {"ServiceSubset": "v2"}}}),
+    );
+    put_config(
+        &mut view,
+        json!({"Kind": "service-resolver", "Name": "db", "Failover": {"*": {"Service": "api", "Datacenters": ["dc1"]}}}),
+    );
+    protocol(&mut view, "db", "http");
+    for node in view.services.values_mut().flatten() {
+        node.node.datacenter = "dc1".into();
+    }
+    let s = snapshot(&view, WEB);
+    assert_eq!(
+        names(&s, ResourceType::Cluster),
+        [
+            "db",
+            "failover-target~0~db",
+            "failover-target~0~v1.api",
+            "failover-target~1~db",
+            "failover-target~1~v1.api",
+            "local_app",
+            "v1.api"
+        ]
+    );
+    assert_eq!(
+        names(&s, ResourceType::Endpoint),
+        [
+            "failover-target~0~db",
+            "failover-target~0~v1.api",
+            "failover-target~1~db",
+            "failover-target~1~v1.api"
+        ]
+    );
+}
+
+#[test]
+fn failover_to_another_datacenter_is_refused() {
     let mut view = mesh();
     put_config(
         &mut view,
         json!({"Kind": "service-resolver", "Name": "db", "Failover": {"*": {"Datacenters": ["dc2"]}}}),
     );
-    let s = snapshot(&view, WEB);
-    assert_eq!(names(&s, ResourceType::Cluster), ["api", "db", "local_app"]);
+    let err = snapshot_for(&view, WEB).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"proxy "web-1-sidecar-proxy": upstream "db": service-resolver "db": Failover["*"].Datacenters[0]: datacenter "dc2" is not supported (the mesh spans this datacenter only, "")"#
+    );
 }
 
 // ---- endpoints ----

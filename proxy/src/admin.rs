@@ -303,6 +303,15 @@ fn cluster_json(c: &Cluster) -> Value {
         }),
         LbPolicy::Maglev { table_size } => json!({ "policy": "MAGLEV", "table_size": table_size }),
     };
+    if let Some(aggregate) = &c.aggregate {
+        return json!({
+            "name": c.name,
+            "type": "envoy.clusters.aggregate",
+            "lb_policy": "CLUSTER_PROVIDED",
+            "clusters": aggregate.clusters,
+            "healthy_panic_threshold": aggregate.panic_threshold,
+        });
+    }
     json!({
         "name": c.name,
         "type": if c.eds { "EDS" } else { "STATIC" },
@@ -504,6 +513,12 @@ fn route_config_json(rc: &RouteConfig) -> Value {
                                 "retry_on_gateway_error": p.retry_on_gateway_error,
                                 "retry_on_connect_failure": p.retry_on_connect_failure,
                                 "retry_on_reset": p.retry_on_reset,
+                                "retry_on_retriable_4xx": p.retry_on_retriable_4xx,
+                                "retry_on_refused_stream": p.retry_on_refused_stream,
+                                "retry_on_envoy_ratelimited": p.retry_on_envoy_ratelimited,
+                                "retriable_grpc_statuses": (0..32)
+                                    .filter(|n| p.retriable_grpc_statuses & (1 << n) != 0)
+                                    .collect::<Vec<u32>>(),
                                 "retriable_status_codes": p.retriable_status_codes,
                                 "num_retries": p.num_retries,
                                 "per_try_timeout": opt_duration(p.per_try_timeout),

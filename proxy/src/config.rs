@@ -330,12 +330,24 @@ pub struct WeightedCluster {
     pub filter_configs: FilterConfigs,
 }
 
+/// Envoy's retry conditions (`retry_on`), as its router applies them: a response carrying
+/// `x-envoy-ratelimited` is retried only under `envoy-ratelimited`; otherwise by its status
+/// (`5xx`, `gateway-error` 502-504, `retriable-4xx` 409, `retriable_status_codes`), then by the
+/// `grpc-status` field of its head. A failure before the response head: connect failures under
+/// `connect-failure`, any reset or per-try timeout under `reset`, `5xx` and `gateway-error`,
+/// an HTTP/2 `REFUSED_STREAM` also under `refused-stream`.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub retry_on_5xx: bool,
     pub retry_on_gateway_error: bool,
     pub retry_on_connect_failure: bool,
     pub retry_on_reset: bool,
+    pub retry_on_retriable_4xx: bool,
+    pub retry_on_refused_stream: bool,
+    pub retry_on_envoy_ratelimited: bool,
+    /// Bit `n` set: a response whose `grpc-status` is `n` is retried (`cancelled` 1,
+    /// `deadline-exceeded` 4, `resource-exhausted` 8, `internal` 13, `unavailable` 14).
+    pub retriable_grpc_statuses: u32,
     pub retriable_status_codes: Vec<u16>,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
@@ -417,6 +429,21 @@ pub struct Cluster {
     pub eds: bool,
     pub endpoints: Arc<Vec<Endpoint>>,
     pub max_requests_per_connection: Option<u32>,
+    /// Set for an aggregate cluster, which has no endpoints, connections or load balancer of
+    /// its own (`lb_policy`, `http2` and the rest are unused): each try picks one of its
+    /// clusters, then that cluster picks an endpoint.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// Envoy's aggregate cluster (`envoy.clusters.aggregate`): its clusters, tried in order as
+/// priority levels (spilling over by health with the overprovisioning factor 1.4). A cluster
+/// that does not exist, is itself an aggregate, or has no endpoints is skipped, as in Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub clusters: Vec<String>,
+    /// Envoy's `healthy_panic_threshold` of the aggregate cluster, in whole percent
+    /// (default 50): the level choice spreads by endpoint count when every level is below it.
+    pub panic_threshold: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

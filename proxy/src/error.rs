@@ -11,6 +11,8 @@
 //! - connect refused or failed: 503 `upstream connect error or disconnect/reset before headers.
 //!   reset reason: remote connection failure` (UF); a connect timeout says `connection timeout`
 //! - upstream reset before response headers: 503, same text with `connection termination` (UC)
+//! - HTTP/2 upstream refused the stream (`REFUSED_STREAM`): 503, same text with `remote
+//!   refused stream reset` (UR)
 //! - after retries, the text says `retried and the latest reset reason: ...` (and URX is added)
 //! - upstream response head not valid HTTP/1.1: 502, same text with `protocol error` (UPE)
 //! - route timeout or per-try timeout on the last try: 504 `upstream request timeout` (UT)
@@ -63,6 +65,9 @@ pub enum ProxyError {
     Handshake(#[source] hyper::Error),
     #[error("upstream reset before response headers: {0}")]
     UpstreamReset(#[source] BoxError),
+    /// An HTTP/2 upstream reset the stream with `REFUSED_STREAM`: it did not process it.
+    #[error("upstream refused the stream: {0}")]
+    UpstreamRefusedStream(#[source] BoxError),
     #[error("upstream sent an invalid response: {0}")]
     UpstreamProtocol(&'static str),
     #[error("upstream per-try timeout")]
@@ -99,6 +104,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamRefusedStream(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::PerTryTimeout
             | ProxyError::Timeout
@@ -111,6 +117,7 @@ impl ProxyError {
             ProxyError::ConnectFailure(_) | ProxyError::ConnectTimeout => Retry::Safe,
             ProxyError::Handshake(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamRefusedStream(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::PerTryTimeout => Retry::IfReplayable,
             _ => Retry::Never,
@@ -133,7 +140,8 @@ impl ProxyError {
             | ProxyError::ConnectFailure(_)
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_)
-            | ProxyError::UpstreamReset(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamRefusedStream(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamProtocol(_) | ProxyError::UpgradeToHttp2 => StatusCode::BAD_GATEWAY,
             // Envoy answers 504 to a stream idle timeout once the request is complete (408
             // while it is still arriving; that case is answered by the HTTP/1.1 server).
@@ -151,6 +159,7 @@ impl ProxyError {
             ProxyError::ConnectFailure(_) | ProxyError::Handshake(_) => "remote connection failure",
             ProxyError::ConnectTimeout => "connection timeout",
             ProxyError::UpstreamReset(_) => "connection termination",
+            ProxyError::UpstreamRefusedStream(_) => "remote refused stream reset",
             ProxyError::UpstreamProtocol(_) => "protocol error",
             _ => return None,
         })
@@ -166,6 +175,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout
             | ProxyError::Handshake(_) => "UF",
             ProxyError::UpstreamReset(_) => "UC",
+            ProxyError::UpstreamRefusedStream(_) => "UR",
             ProxyError::PerTryTimeout | ProxyError::Timeout => "UT",
             ProxyError::StreamIdleTimeout => "SI",
             ProxyError::UpgradeToHttp2 | ProxyError::UpstreamProtocol(_) => "UPE",
@@ -196,6 +206,7 @@ impl ProxyError {
         let flags = match (self.flag(), retried && self.reset_reason().is_some()) {
             ("UF", true) => "UF,URX",
             ("UC", true) => "UC,URX",
+            ("UR", true) => "UR,URX",
             (flag, _) => flag,
         };
         LocalReply {

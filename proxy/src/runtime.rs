@@ -334,6 +334,9 @@ impl Reconciler {
         let mut clusters =
             FnvHashMap::with_capacity_and_hasher(config.clusters.len(), Default::default());
         for (name, cluster) in &config.clusters {
+            if cluster.aggregate.is_some() {
+                continue;
+            }
             let stats = shared.stats.cluster(name);
             let old = previous.clusters.get(name);
             let runtime = match old {
@@ -346,6 +349,18 @@ impl Reconciler {
             };
             clusters.insert(name.clone(), runtime);
         }
+        // Aggregates are rebuilt every time: they hold the runtimes of their clusters.
+        let aggregates: Vec<(String, Arc<ClusterRuntime>)> = config
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.aggregate.is_some())
+            .map(|(name, c)| {
+                let stats = shared.stats.cluster(name);
+                let runtime = ClusterRuntime::build_aggregate(c, stats, &clusters);
+                (name.clone(), Arc::new(runtime))
+            })
+            .collect();
+        clusters.extend(aggregates);
         shared
             .stats
             .retain_clusters(|name| config.clusters.contains_key(name));

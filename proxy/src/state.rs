@@ -56,9 +56,124 @@ pub struct ClusterRuntime {
     pub stats: Arc<ClusterStats>,
     /// Whether the balancer uses a request hash (ring hash, maglev).
     pub(crate) hashing: bool,
+    /// An aggregate cluster's clusters as they are in this snapshot (its own balancer and
+    /// upstream are empty).
+    pub(crate) aggregate: Option<AggregateRuntime>,
+}
+
+/// The clusters an aggregate cluster can send a try to: those that exist in the snapshot and
+/// have endpoints (Envoy leaves the others out), with their share of the traffic.
+#[derive(Debug)]
+pub(crate) struct AggregateRuntime {
+    levels: Vec<Level>,
+    /// Percent per level (`balance::priority::loads`).
+    loads: Vec<u32>,
+}
+
+#[derive(Debug)]
+struct Level {
+    cluster: Arc<ClusterRuntime>,
+    /// Where this level's endpoints start in the keys tries are remembered by: the levels'
+    /// endpoints, one after the other.
+    offset: usize,
+}
+
+/// The endpoint a try goes to.
+pub(crate) struct Picked<'c> {
+    /// The cluster that owns the endpoint (an aggregate's is one of its clusters).
+    pub cluster: &'c ClusterRuntime,
+    /// Into `cluster`'s endpoints.
+    pub index: usize,
+    /// What the try is remembered by, for later tries to avoid it.
+    pub key: usize,
 }
 
 impl ClusterRuntime {
+    /// The endpoint for a try: a healthy one, avoiding those of `tried` (keys of earlier
+    /// picks) while another is healthy. An aggregate cluster first picks one of its clusters
+    /// by their loads (one draw per try, as Envoy's), then that cluster its endpoint.
+    pub(crate) fn pick(&self, hash: Option<u64>, tried: &[usize]) -> Option<Picked<'_>> {
+        let Some(aggregate) = &self.aggregate else {
+            return self.balancer.pick(hash, tried).map(|index| Picked {
+                cluster: self,
+                index,
+                key: index,
+            });
+        };
+        if aggregate.levels.is_empty() {
+            return None;
+        }
+        let level = &aggregate.levels
+            [crate::balance::priority::choose(&aggregate.loads, fastrand::u64(..))];
+        let cluster = &*level.cluster;
+        let end = level.offset + cluster.balancer.endpoints().len();
+        let index = if tried.is_empty() {
+            cluster.balancer.pick(hash, &[])
+        } else {
+            // Only retries get here.
+            let mine: Vec<usize> = tried
+                .iter()
+                .filter(|k| (level.offset..end).contains(*k))
+                .map(|k| k - level.offset)
+                .collect();
+            cluster.balancer.pick(hash, &mine)
+        }?;
+        Some(Picked {
+            cluster,
+            index,
+            key: level.offset + index,
+        })
+    }
+
+    /// An aggregate cluster over the clusters of `clusters` its configuration names. It
+    /// speaks its clusters' protocol (the xDS client refuses aggregates over clusters that
+    /// disagree) and hashes requests if one of them does.
+    pub(crate) fn build_aggregate(
+        config: &Arc<Cluster>,
+        stats: Arc<ClusterStats>,
+        clusters: &FnvHashMap<String, Arc<ClusterRuntime>>,
+    ) -> ClusterRuntime {
+        let names = config
+            .aggregate
+            .as_ref()
+            .map_or(&[][..], |a| a.clusters.as_slice());
+        let threshold = config.aggregate.as_ref().map_or(50, |a| a.panic_threshold);
+        let mut levels = Vec::new();
+        let mut offset = 0;
+        for name in names {
+            let Some(cluster) = clusters.get(name) else {
+                continue;
+            };
+            let endpoints = cluster.balancer.endpoints().len();
+            if cluster.aggregate.is_some() || endpoints == 0 {
+                continue;
+            }
+            levels.push(Level {
+                cluster: Arc::clone(cluster),
+                offset,
+            });
+            offset += endpoints;
+        }
+        let counts: Vec<crate::balance::priority::Level> = levels
+            .iter()
+            .map(|l| crate::balance::priority::Level {
+                healthy: l.cluster.balancer.healthy_count(),
+                total: l.cluster.balancer.endpoints().len(),
+            })
+            .collect();
+        let loads = crate::balance::priority::loads(&counts, threshold);
+        let http2 = levels.first().is_some_and(|l| l.cluster.config.http2);
+        let hashing = levels.iter().any(|l| l.cluster.hashing);
+        let config = Arc::new(Cluster {
+            http2,
+            ..(**config).clone()
+        });
+        let mut runtime = ClusterRuntime::build(&config, stats, None);
+        runtime.hashing = hashing;
+        runtime.aggregate = Some(AggregateRuntime { levels, loads });
+        runtime
+    }
+
     pub(crate) fn build(
         config: &Arc<Cluster>,
         stats: Arc<ClusterStats>,
@@ -80,6 +195,7 @@ impl ClusterRuntime {
             balancer,
             upstream,
             stats,
+            aggregate: None,
         }
     }
 }

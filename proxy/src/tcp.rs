@@ -124,14 +124,14 @@ pub(crate) async fn proxy_connection(
         stats.downstream_cx_no_route.inc();
         return;
     };
-    let Some(index) = cluster.balancer.pick(None, &[]) else {
+    let Some(picked) = cluster.pick(None, &[]) else {
         cluster.stats.upstream_cx_none_healthy.inc();
         return;
     };
-    let Some(pool) = cluster.upstream.endpoint(index).cloned() else {
+    let Some(pool) = picked.cluster.upstream.endpoint(picked.index).cloned() else {
         return;
     };
-    let _active = cluster.balancer.start(index);
+    let _active = picked.cluster.balancer.start(picked.index);
     drop(cluster);
     let (upstream, _cx) = match pool.connect_tcp().await {
         Ok(connected) => connected,

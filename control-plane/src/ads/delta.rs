@@ -9,6 +9,11 @@
 //!
 //! Make before break: while listeners or routes have updates still to send, cluster and
 //! endpoint removals wait, and go out after those updates.
+//!
+//! A changed EDS cluster is re-created by Envoy, which then waits (up to its 15 s initial
+//! fetch timeout) for that cluster's endpoints, even if they did not change. So a CDS
+//! response that updates a cluster the client had marks the cluster's endpoint resource to be
+//! sent again, changed or not (as go-control-plane's users and Istio do).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -50,6 +55,9 @@ struct TypeState {
     /// The client came with nothing of this type and has had no response yet: it waits for
     /// a first one, even empty, to finish initialising.
     initialising: bool,
+    /// EDS: resources to send again although the client has them, because the cluster that
+    /// takes them was re-created.
+    resend: BTreeSet<String>,
 }
 
 impl TypeState {
@@ -84,7 +92,11 @@ impl TypeState {
         let resources = snapshot.resources(t);
         let updates = resources
             .values()
-            .filter(|r| self.wants(&r.name) && self.expected(&r.name) != Some(r.version.as_str()))
+            .filter(|r| {
+                self.wants(&r.name)
+                    && (self.expected(&r.name) != Some(r.version.as_str())
+                        || self.resend.contains(&r.name))
+            })
             .collect();
         let removals = self
             .expected_names()
@@ -118,6 +130,7 @@ impl TypeState {
     fn forget(&mut self, name: &str) {
         self.known.remove(name);
         self.rejected.remove(name);
+        self.resend.remove(name);
     }
 }
 
@@ -279,6 +292,35 @@ impl Protocol for Delta {
     }
 }
 
+impl Delta {
+    /// Clusters about to be updated on the client that it already had (at another version)
+    /// will be re-created: their endpoint resources go again.
+    fn mark_recreated(&mut self, updates: &[&Resource], snapshot: &Snapshot) {
+        let Some(clusters) = self.types.get(&ResourceType::Cluster) else {
+            return;
+        };
+        let recreated: Vec<String> = updates
+            .iter()
+            .filter(|r| clusters.known.get(&r.name).is_some_and(|v| *v != r.version))
+            .filter_map(|r| snapshot.eds_name(&r.name).map(str::to_string))
+            .collect();
+        if let Some(eds) = self.types.get_mut(&ResourceType::Endpoint) {
+            for name in recreated {
+                // Only what it subscribes to, and nothing it rejected at this version.
+                let rejected = matches!(
+                    (eds.rejected.get(&name), snapshot.resources(ResourceType::Endpoint).get(&name)),
+                    (Some(Some(v)), Some(r)) if *v == r.version
+                );
+                // A response in flight now reaches the client before the cluster is
+                // re-created, so it counts like one the client has.
+                if eds.wants(&name) && eds.expected(&name).is_some() && !rejected {
+                    eds.resend.insert(name);
+                }
+            }
+        }
+    }
+}
+
 fn is_cluster_side(t: ResourceType) -> bool {
     matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
 }
@@ -324,11 +366,16 @@ impl Delta {
             }
         }
 
+        if t == ResourceType::Cluster {
+            self.mark_recreated(&plan.updates, snapshot);
+        }
+        let state = self.types.get_mut(&t)?;
         let mut changes = BTreeMap::new();
         let resources = plan
             .updates
             .iter()
             .map(|r| {
+                state.resend.remove(&r.name);
                 changes.insert(r.name.clone(), Some(r.version.clone()));
                 WireResource {
                     name: r.name.clone(),
@@ -533,6 +580,88 @@ mod tests {
         d.on_request(request(eds, &["b"], ""));
         let out = d.responses(&snap);
         assert_eq!(out[0].resources[0].name, "b");
+    }
+
+    /// EDS cluster "a" with `timeout_s` and its endpoints, unchanged.
+    fn eds_snapshot(timeout_s: i64) -> Snapshot {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster;
+        Snapshot::new(
+            vec![
+                Cluster {
+                    name: "a".into(),
+                    cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                        cluster::DiscoveryType::Eds as i32,
+                    )),
+                    connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: timeout_s,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+                Cluster {
+                    name: "static".into(),
+                    connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: timeout_s,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                },
+            ],
+            vec![ClusterLoadAssignment {
+                cluster_name: "a".into(),
+                ..Default::default()
+            }],
+            vec![],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn a_changed_eds_cluster_gets_its_endpoints_again() {
+        let mut d = delta();
+        d.on_request(request(ResourceType::Cluster, &[], ""));
+        d.on_request(request(ResourceType::Endpoint, &["a"], ""));
+        let out = d.responses(&eds_snapshot(1));
+        assert_eq!(out.len(), 2);
+        for r in &out {
+            ack(&mut d, r, None);
+        }
+        let v2 = eds_snapshot(2);
+        let out = d.responses(&v2);
+        let summary: Vec<(String, Vec<&str>)> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.type_url.clone(),
+                    r.resources.iter().map(|x| x.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (ResourceType::Cluster.type_url(), vec!["a", "static"]),
+                (ResourceType::Endpoint.type_url(), vec!["a"]),
+            ]
+        );
+        for r in &out {
+            ack(&mut d, r, None);
+        }
+        assert!(d.responses(&v2).is_empty());
+
+        // After a reconnect, the client's versions say what it has: a cluster that changed
+        // meanwhile brings its endpoints along.
+        let mut d = delta();
+        let mut cds = request(ResourceType::Cluster, &[], "");
+        cds.initial_resource_versions = [("a".to_string(), "old".to_string())].into();
+        let mut eds = request(ResourceType::Endpoint, &["a"], "");
+        let cla = &v2.resources(ResourceType::Endpoint)["a"];
+        eds.initial_resource_versions = [("a".to_string(), cla.version.clone())].into();
+        d.on_request(cds);
+        d.on_request(eds);
+        let out = d.responses(&v2);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[1].resources[0].name, "a");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! snapshot's version differs from the one last sent or the subscription changed. A NACK makes
 //! the client wait again without changing what was sent, so the rejected version is not resent:
 //! the type is parked until the snapshot changes.
+//!
+//! A changed EDS cluster is re-created by Envoy, which then waits (up to its 15 s initial
+//! fetch timeout) for that cluster's endpoints, even if they did not change; and it asks for
+//! nothing new, as the names it subscribes to are the same. So after a CDS response that
+//! changes a cluster the client already had, the EDS response is sent again, unchanged or
+//! not (as go-control-plane's users and Istio do).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -13,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, warn};
 
 use super::{Nonces, Protocol, nack_message, warn_unknown_type};
-use crate::snapshot::{ResourceType, Snapshot};
+use crate::snapshot::{Resource, ResourceType, Snapshot};
 use crate::status::{StreamHandle, StreamKind};
 
 pub(super) struct Sotw {
@@ -21,6 +27,8 @@ pub(super) struct Sotw {
     nonces: Nonces,
     /// Types the client has requested, iterated in push order.
     types: BTreeMap<ResourceType, TypeState>,
+    /// Name -> version of the clusters in the latest CDS response.
+    sent_clusters: BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -34,6 +42,8 @@ struct TypeState {
     waiting: bool,
     /// The subscription changed since the latest response.
     resubscribed: bool,
+    /// EDS: a CDS response changed an EDS cluster since the latest response.
+    resend: bool,
 }
 
 impl TypeState {
@@ -56,6 +66,7 @@ impl Protocol for Sotw {
             status,
             nonces: Nonces::new(),
             types: BTreeMap::new(),
+            sent_clusters: BTreeMap::new(),
         }
     }
 
@@ -108,25 +119,51 @@ impl Protocol for Sotw {
 
     fn responses(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
         let mut out = Vec::new();
-        for (&t, state) in &mut self.types {
+        for t in ResourceType::ALL {
+            let Some(state) = self.types.get_mut(&t) else {
+                continue;
+            };
             let version = snapshot.version(t);
             let changed = state.sent_version.as_deref() != Some(version);
-            if !state.waiting || !(changed || state.resubscribed) {
+            if !state.waiting || !(changed || state.resubscribed || state.resend) {
                 continue;
             }
-            let resources = snapshot
+            let sent: Vec<&Resource> = snapshot
                 .resources(t)
                 .values()
                 .filter(|r| state.wants(&r.name))
-                .map(|r| r.body.clone())
                 .collect();
+            let resources = sent.iter().map(|r| r.body.clone()).collect();
             let nonce = self.nonces.next();
-            debug!(r#type = t.short(), version, nonce, "sending");
+            debug!(
+                r#type = t.short(),
+                version,
+                nonce,
+                resend = state.resend,
+                "sending"
+            );
             state.nonce.clone_from(&nonce);
             state.sent_version = Some(version.to_string());
             state.waiting = false;
             state.resubscribed = false;
+            state.resend = false;
             self.status.sent(t, version);
+            if t == ResourceType::Cluster {
+                let recreated = sent.iter().any(|r| {
+                    snapshot.eds_name(&r.name).is_some()
+                        && self
+                            .sent_clusters
+                            .get(&r.name)
+                            .is_some_and(|v| *v != r.version)
+                });
+                self.sent_clusters = sent
+                    .iter()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect();
+                if recreated && let Some(eds) = self.types.get_mut(&ResourceType::Endpoint) {
+                    eds.resend = true;
+                }
+            }
             out.push(DiscoveryResponse {
                 version_info: version.to_string(),
                 resources,
@@ -232,6 +269,91 @@ mod tests {
         assert!(s.responses(&v1).is_empty());
         let v2 = snapshot(&["a", "b"], &[]);
         assert_eq!(s.responses(&v2)[0].resources.len(), 2);
+    }
+
+    /// EDS cluster "a" with `timeout_s`, and its endpoints (`endpoints` tells them apart).
+    fn eds_snapshot(timeout_s: i64, endpoints: u32) -> Snapshot {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster;
+        use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
+        Snapshot::new(
+            vec![Cluster {
+                name: "a".into(),
+                cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                    cluster::DiscoveryType::Eds as i32,
+                )),
+                connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: timeout_s,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+            vec![ClusterLoadAssignment {
+                cluster_name: "a".into(),
+                endpoints: vec![LocalityLbEndpoints {
+                    priority: endpoints,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            vec![],
+            vec![],
+        )
+    }
+
+    fn answer(s: &mut Sotw, r: &DiscoveryResponse, names: &[&str]) {
+        let t = ResourceType::from_type_url(&r.type_url).unwrap();
+        s.on_request(request(t, names, &r.nonce));
+    }
+
+    #[test]
+    fn a_changed_eds_cluster_gets_its_endpoints_again() {
+        let mut s = sotw();
+        s.on_request(request(ResourceType::Cluster, &[], ""));
+        s.on_request(request(ResourceType::Endpoint, &["a"], ""));
+        let v1 = eds_snapshot(1, 0);
+        let out = s.responses(&v1);
+        assert_eq!(out.len(), 2);
+        answer(&mut s, &out[0], &[]);
+        answer(&mut s, &out[1], &["a"]);
+
+        // The cluster changes, its endpoints do not: both go, CDS first.
+        let v2 = eds_snapshot(2, 0);
+        assert_eq!(
+            v1.version(ResourceType::Endpoint),
+            v2.version(ResourceType::Endpoint)
+        );
+        let out = s.responses(&v2);
+        let urls: Vec<_> = out.iter().map(|r| r.type_url.clone()).collect();
+        assert_eq!(
+            urls,
+            [
+                ResourceType::Cluster.type_url(),
+                ResourceType::Endpoint.type_url()
+            ]
+        );
+        assert_eq!(out[1].resources.len(), 1);
+        answer(&mut s, &out[0], &[]);
+        answer(&mut s, &out[1], &["a"]);
+        // Once: nothing more while nothing changes.
+        assert!(s.responses(&v2).is_empty());
+
+        // The endpoints change, and before the client answered, the cluster changes: the
+        // endpoints go again once the client answered.
+        let v3 = eds_snapshot(2, 1);
+        let out = s.responses(&v3);
+        assert_eq!(out.len(), 1);
+        let eds_nonce = out[0].clone();
+        let v4 = eds_snapshot(3, 1);
+        let out = s.responses(&v4);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, ResourceType::Cluster.type_url());
+        answer(&mut s, &out[0], &[]);
+        answer(&mut s, &eds_nonce, &["a"]);
+        let out = s.responses(&v4);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].type_url, ResourceType::Endpoint.type_url());
+        answer(&mut s, &out[0], &["a"]);
+        assert!(s.responses(&v4).is_empty());
     }
 
     #[test]

@@ -8,9 +8,16 @@
 //! - A resolver's `Redirect` moves the target to another service (dropping the subset unless the
 //!   redirect names one); `DefaultSubset` applies when no subset is named.
 //! - Routers and splitters only apply to L7 protocols; a tcp chain is its resolver alone.
+//! - `Failover` of the resolver that finally resolved a target (the entry of its subset, else
+//!   `*`) lists the targets to use, in order, when the target has no healthy endpoint: each is
+//!   the target rewritten by `Service`/`ServiceSubset` (another service drops the subset), once
+//!   per entry of `Datacenters` or `Targets`, then resolved through its own resolver's
+//!   redirect and default subset (not its failover). A target equal to the one failed over is
+//!   left out. Failover targets must speak the protocol of the target they back up.
 //!
-//! Not supported (ignored, never an error): `Failover`, and `Datacenter` in redirects (the
-//! service is resolved in the local datacenter).
+//! Only this datacenter exists for the mesh (no mesh gateways): a `Datacenter` (redirect,
+//! failover target) or `Datacenters` entry naming another one is an error; naming this one
+//! is the same as leaving it out.
 
 use mesh_proto::config_entry::{
     ConfigEntry, ConfigKind, HeaderModifiers, LoadBalancer, Protocol, ResolverSubset, Route,
@@ -55,6 +62,15 @@ pub(crate) struct Resolved {
     pub connect_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub load_balancer: Option<LoadBalancer>,
+    pub subset: ResolverSubset,
+    /// Where requests go, in this order, when the target has no healthy endpoint.
+    pub failover: Vec<FailoverTarget>,
+}
+
+/// A failover target, resolved, with the subset its endpoints are chosen by.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FailoverTarget {
+    pub target: Target,
     pub subset: ResolverSubset,
 }
 
@@ -110,16 +126,48 @@ pub enum ChainError {
     SplitterLoop(Vec<String>),
     #[error("service-splitter {0:?} has no split with a weight")]
     NoWeight(String),
+    #[error("{0}")]
+    OtherDatacenter(Box<OtherDatacenter>),
+    #[error("{0}")]
+    FailoverProtocol(Box<FailoverProtocol>),
 }
 
+/// A resolver names a datacenter other than the sidecar's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "service-resolver {resolver:?}: {field}: datacenter {datacenter:?} is not supported (the mesh spans this datacenter only, {local:?})"
+)]
+pub struct OtherDatacenter {
+    pub resolver: String,
+    pub field: String,
+    pub datacenter: String,
+    pub local: String,
+}
+
+/// A failover target speaks another protocol than the target it backs up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "service-resolver {resolver:?}: {field}: failover target {target:?} speaks {found}, the service it backs up {expected}"
+)]
+pub struct FailoverProtocol {
+    pub resolver: String,
+    pub field: String,
+    pub target: String,
+    pub expected: Protocol,
+    pub found: Protocol,
+}
+
+/// The discovery chain of `service` for a sidecar in datacenter `datacenter`.
 pub(crate) fn compile<'v>(
     view: &'v RegistryView,
     service: &str,
     protocol: Protocol,
+    datacenter: &str,
 ) -> Result<Chain<'v>, ChainError> {
     let mut c = Compiler {
         view,
         l7: protocol.is_l7(),
+        datacenter,
         targets: BTreeMap::new(),
     };
     let router = if c.l7 { router(view, service) } else { None };
@@ -152,13 +200,15 @@ pub(crate) fn compile<'v>(
     })
 }
 
-struct Compiler<'v> {
+struct Compiler<'v, 'd> {
     view: &'v RegistryView,
     l7: bool,
+    /// The sidecar's datacenter.
+    datacenter: &'d str,
     targets: BTreeMap<Target, Resolved>,
 }
 
-impl Compiler<'_> {
+impl Compiler<'_, '_> {
     fn hop_to(&self, target: Target) -> Hop {
         let load_balancer = self.hash_lb(&target);
         Hop {
@@ -246,8 +296,20 @@ impl Compiler<'_> {
         Ok(Some(out))
     }
 
-    /// Follows redirects and the default subset to the target that is finally used.
-    fn resolve(&mut self, mut target: Target) -> Result<Target, ChainError> {
+    /// Follows redirects and the default subset to the target that is finally used, and
+    /// records it with its failover targets.
+    fn resolve(&mut self, target: Target) -> Result<Target, ChainError> {
+        let (target, mut resolved) = self.resolve_target(target)?;
+        if !self.targets.contains_key(&target) {
+            resolved.failover = self.failover(&target)?;
+            self.targets.insert(target.clone(), resolved);
+        }
+        Ok(target)
+    }
+
+    /// The target `target` finally resolves to (redirects, then the default subset), and what
+    /// its resolver says about it (without failover).
+    fn resolve_target(&self, mut target: Target) -> Result<(Target, Resolved), ChainError> {
         let mut seen: Vec<Target> = Vec::new();
         loop {
             if seen.contains(&target) {
@@ -258,15 +320,12 @@ impl Compiler<'_> {
             seen.push(target.clone());
             let resolver = resolver(self.view, &target.service);
             if let Some(redirect) = resolver.and_then(|r| r.redirect.as_ref()) {
-                let mut next = target.clone();
-                if !redirect.service.is_empty() && redirect.service != next.service {
-                    next.service = redirect.service.clone();
-                    next.subset.clear();
-                }
-                if !redirect.service_subset.is_empty() {
-                    next.subset = redirect.service_subset.clone();
-                }
-                // A redirect to another datacenter only leaves `next` unchanged.
+                self.local_datacenter(
+                    &target.service,
+                    "Redirect.Datacenter",
+                    &redirect.datacenter,
+                )?;
+                let next = rewrite(&target, &redirect.service, &redirect.service_subset);
                 if next != target {
                     target = next;
                     continue;
@@ -298,11 +357,103 @@ impl Compiler<'_> {
                 request_timeout: resolver.and_then(|r| r.request_timeout),
                 load_balancer: resolver.and_then(|r| r.load_balancer.clone()),
                 subset,
+                failover: Vec::new(),
             };
-            self.targets.insert(target.clone(), resolved);
-            return Ok(target);
+            return Ok((target, resolved));
         }
     }
+
+    /// The failover targets of `target` (already resolved), from its resolver's `Failover`.
+    fn failover(&self, target: &Target) -> Result<Vec<FailoverTarget>, ChainError> {
+        let Some(resolver) = resolver(self.view, &target.service) else {
+            return Ok(Vec::new());
+        };
+        let (key, failover) = match resolver.failover.get_key_value(&target.subset) {
+            Some(entry) => entry,
+            None => match resolver.failover.get_key_value("*") {
+                Some(entry) => entry,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let at = format!("Failover[{key:?}]");
+        // (field, service, subset) of each rewrite, after checking its datacenter.
+        let mut rewrites: Vec<(String, &str, &str)> = Vec::new();
+        if !failover.datacenters.is_empty() {
+            for (i, dc) in failover.datacenters.iter().enumerate() {
+                let field = format!("{at}.Datacenters[{i}]");
+                self.local_datacenter(&target.service, &field, dc)?;
+                rewrites.push((field, &failover.service, &failover.service_subset));
+            }
+        } else if !failover.targets.is_empty() {
+            for (i, t) in failover.targets.iter().enumerate() {
+                let field = format!("{at}.Targets[{i}]");
+                self.local_datacenter(
+                    &target.service,
+                    &format!("{field}.Datacenter"),
+                    &t.datacenter,
+                )?;
+                rewrites.push((field, &t.service, &t.service_subset));
+            }
+        } else {
+            rewrites.push((at, &failover.service, &failover.service_subset));
+        }
+        let expected = super::protocol(self.view, &target.service);
+        let mut out = Vec::new();
+        for (field, service, subset) in rewrites {
+            let next = rewrite(target, service, subset);
+            if next == *target {
+                continue;
+            }
+            let (next, resolved) = self.resolve_target(next)?;
+            let found = super::protocol(self.view, &next.service);
+            if found != expected {
+                return Err(ChainError::FailoverProtocol(Box::new(FailoverProtocol {
+                    resolver: target.service.clone(),
+                    field,
+                    target: next.cluster_name(),
+                    expected,
+                    found,
+                })));
+            }
+            out.push(FailoverTarget {
+                target: next,
+                subset: resolved.subset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Refuses a datacenter other than the sidecar's (empty means the sidecar's).
+    fn local_datacenter(
+        &self,
+        resolver: &str,
+        field: &str,
+        datacenter: &str,
+    ) -> Result<(), ChainError> {
+        if datacenter.is_empty() || datacenter == self.datacenter {
+            return Ok(());
+        }
+        Err(ChainError::OtherDatacenter(Box::new(OtherDatacenter {
+            resolver: resolver.to_string(),
+            field: field.to_string(),
+            datacenter: datacenter.to_string(),
+            local: self.datacenter.to_string(),
+        })))
+    }
+}
+
+/// `target` with its service and subset replaced as a redirect or failover entry says:
+/// another service drops the subset unless one is named.
+fn rewrite(target: &Target, service: &str, subset: &str) -> Target {
+    let mut next = target.clone();
+    if !service.is_empty() && service != next.service {
+        next.service = service.to_string();
+        next.subset.clear();
+    }
+    if !subset.is_empty() {
+        next.subset = subset.to_string();
+    }
+    next
 }
 
 /// Scales `inner`'s weights (which sum to `TOTAL_SCALED_WEIGHT` (10000)) to sum to exactly `total`,

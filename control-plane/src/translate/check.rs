@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager, http_filter,
@@ -153,9 +154,12 @@ impl Checker {
         {
             self.problem(format!("{at}: connect_timeout must be positive"));
         }
-        let kind = match c.cluster_discovery_type {
-            Some(cluster::ClusterDiscoveryType::Type(t)) => t,
-            _ => cluster::DiscoveryType::Static as i32,
+        let kind = match &c.cluster_discovery_type {
+            Some(cluster::ClusterDiscoveryType::Type(t)) => *t,
+            Some(cluster::ClusterDiscoveryType::ClusterType(custom)) => {
+                return self.aggregate(&at, c, custom);
+            }
+            None => cluster::DiscoveryType::Static as i32,
         };
         if kind == cluster::DiscoveryType::Eds as i32 {
             let Some(eds) = &c.eds_cluster_config else {
@@ -175,6 +179,31 @@ impl Checker {
             used.insert(name.clone());
         } else if kind == cluster::DiscoveryType::Static as i32 && c.load_assignment.is_none() {
             self.problem(format!("{at}: STATIC without load_assignment"));
+        }
+    }
+
+    /// An aggregate cluster: CLUSTER_PROVIDED, over clusters of the snapshot.
+    fn aggregate(&mut self, at: &str, c: &Cluster, custom: &cluster::CustomClusterType) {
+        if custom.name != "envoy.clusters.aggregate" {
+            return self.problem(format!("{at}: unexpected cluster type {:?}", custom.name));
+        }
+        if c.lb_policy != cluster::LbPolicy::ClusterProvided as i32 {
+            self.problem(format!(
+                "{at}: an aggregate cluster needs lb_policy CLUSTER_PROVIDED"
+            ));
+        }
+        let Some(config) = custom
+            .typed_config
+            .as_ref()
+            .and_then(unpack::<AggregateConfig>)
+        else {
+            return self.problem(format!("{at}: aggregate cluster config does not decode"));
+        };
+        if config.clusters.is_empty() {
+            self.problem(format!("{at}: aggregate cluster over no cluster"));
+        }
+        for name in &config.clusters {
+            self.known_cluster(at, name);
         }
     }
 

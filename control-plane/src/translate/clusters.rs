@@ -1,13 +1,16 @@
-//! CDS: the local application's cluster and one EDS cluster per discovery-chain target.
+//! CDS: the local application's cluster and one EDS cluster per discovery-chain target; a
+//! target with failover becomes an aggregate cluster over one EDS cluster per failover step.
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 use mesh_proto::config_entry::{LoadBalancer, LoadBalancerPolicy, Protocol};
@@ -55,9 +58,24 @@ pub(crate) fn local_app(
     }
 }
 
-/// An EDS cluster whose endpoints come over ADS under the cluster's own name.
+/// Envoy's name for the aggregate cluster type.
+const AGGREGATE_CLUSTER_TYPE: &str = "envoy.clusters.aggregate";
+
+/// Consul's name for step `index` of a failover (0: the target itself) of cluster `name`.
+pub(crate) fn failover_cluster_name(index: usize, name: &str) -> String {
+    format!("failover-target~{index}~{name}")
+}
+
+/// An EDS cluster whose endpoints come over ADS under the cluster's own name. Its panic
+/// threshold is 0, as Consul sets it: with no healthy endpoint requests fail (503 `no
+/// healthy upstream`) rather than go to the unhealthy ones, and an aggregate cluster over it
+/// moves on to the next one.
 pub(crate) fn target_cluster(name: &str, resolved: &Resolved, protocol: Protocol) -> Cluster {
     let mut cluster = Cluster {
+        common_lb_config: Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        }),
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -74,6 +92,28 @@ pub(crate) fn target_cluster(name: &str, resolved: &Resolved, protocol: Protocol
         apply_load_balancer(&mut cluster, lb);
     }
     cluster
+}
+
+/// Envoy's aggregate cluster over `clusters`, tried in that order: a request goes to the
+/// first one with healthy endpoints (spilling over by Envoy's priority rules while it has
+/// too few).
+pub(crate) fn aggregate_cluster(
+    name: &str,
+    connect_timeout: Duration,
+    clusters: Vec<String>,
+) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(connect_timeout)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+            cluster::CustomClusterType {
+                name: AGGREGATE_CLUSTER_TYPE.to_string(),
+                typed_config: Some(pack_any(AggregateConfig { clusters })),
+            },
+        )),
+        ..Default::default()
+    }
 }
 
 fn apply_load_balancer(cluster: &mut Cluster, lb: &LoadBalancer) {

@@ -15,8 +15,14 @@
 //! service named `local_app`, or one whose name collides with another's `<subset>.<service>`,
 //! is reported as a [`TranslateError::NameCollision`] rather than silently merged.
 //!
-//! Not supported: resolver failover (ignored), other datacenters (redirect/upstream
-//! `Datacenter` are ignored), prepared-query upstreams (skipped), mTLS between sidecars and
+//! A target with resolver failover is, as in Consul, an aggregate cluster
+//! (`envoy.clusters.aggregate`) under the target's name over EDS clusters
+//! `failover-target~<i>~<name>`, the target first, then its failover targets in order.
+//! Target clusters disable Envoy's panic threshold (Consul does): with no healthy endpoint a
+//! cluster answers 503 rather than sending to unhealthy ones, and an aggregate moves on.
+//!
+//! Not supported: other datacenters (an upstream, redirect or failover naming one is a
+//! translation error), prepared-query upstreams (skipped), mTLS between sidecars and
 //! intentions (the public listener is plain TCP/HTTP), and checking that RE2 regexes compile
 //! (a bad one is NACKed by Envoy, which keeps the previous configuration).
 
@@ -31,7 +37,7 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-pub use chain::ChainError;
+pub use chain::{ChainError, FailoverProtocol, OtherDatacenter};
 pub use check::{check_resources, check_snapshot, unpack};
 pub use clusters::LOCAL_APP_CLUSTER;
 pub use listeners::{PUBLIC_LISTENER, upstream_listener_name};
@@ -77,6 +83,15 @@ pub enum TranslateError {
         subset: String,
         filter: String,
         reason: String,
+    },
+    #[error(
+        "proxy {proxy:?}: {field}: datacenter {datacenter:?} is not supported (the mesh spans this datacenter only, {local:?})"
+    )]
+    OtherDatacenter {
+        proxy: String,
+        field: String,
+        datacenter: String,
+        local: String,
     },
     #[error("proxy {proxy:?}: two different {kind}s would both be named {name:?}")]
     NameCollision {

@@ -58,7 +58,7 @@ impl<'v> Translator<'v> {
         if entry.service.port == 0 {
             return Err(missing("Port"));
         }
-        let mut out = Resources::new(id);
+        let mut out = Resources::new(id, &entry.node.datacenter);
 
         let public_address = if entry.service.address.is_empty() {
             "0.0.0.0".to_string()
@@ -140,10 +140,15 @@ impl<'v> Translator<'v> {
             tracing::warn!(%proxy, upstream = %name, kind = %upstream.destination_type, "skipping an upstream of an unsupported destination type");
             return Ok(());
         }
-        if !upstream.datacenter.is_empty() {
-            tracing::warn!(%proxy, upstream = %name, datacenter = %upstream.datacenter, "other datacenters are not supported; resolving the upstream locally");
-        }
         let field = |f: &str| format!("Proxy.Upstreams[{index}].{f}");
+        if !upstream.datacenter.is_empty() && upstream.datacenter != out.datacenter {
+            return Err(TranslateError::OtherDatacenter {
+                proxy: proxy.to_string(),
+                field: field("Datacenter"),
+                datacenter: upstream.datacenter.clone(),
+                local: out.datacenter.to_string(),
+            });
+        }
         if name.is_empty() {
             return Err(TranslateError::MissingField {
                 proxy: proxy.to_string(),
@@ -162,21 +167,52 @@ impl<'v> Translator<'v> {
             &upstream.local_bind_address,
         )?;
         let upstream_protocol = protocol(self.view, name);
-        let chain = chain::compile(self.view, name, upstream_protocol).map_err(|source| {
-            TranslateError::Chain {
+        let chain = chain::compile(self.view, name, upstream_protocol, out.datacenter).map_err(
+            |source| TranslateError::Chain {
                 proxy: proxy.to_string(),
                 upstream: name.to_string(),
                 source,
-            }
-        })?;
+            },
+        )?;
         for (target, resolved) in &chain.targets {
             let target_protocol = protocol(self.view, &target.service);
-            out.cluster(clusters::target_cluster(
-                &target.cluster_name(),
-                resolved,
-                target_protocol,
+            let name = target.cluster_name();
+            if resolved.failover.is_empty() {
+                out.cluster(clusters::target_cluster(&name, resolved, target_protocol))?;
+                out.endpoints(self.assignment(proxy, target, resolved)?)?;
+                continue;
+            }
+            // Like Consul: an aggregate cluster under the target's name over one EDS cluster
+            // per target in failover order (the target first), each with the connect timeout
+            // and load balancer of the target's resolver and its own endpoints.
+            let mut children = Vec::with_capacity(resolved.failover.len() + 1);
+            let failover = resolved.failover.iter().map(|f| {
+                let backup = Resolved {
+                    subset: f.subset.clone(),
+                    ..resolved.clone()
+                };
+                (&f.target, backup)
+            });
+            for (i, (child_target, child)) in std::iter::once((target, resolved.clone()))
+                .chain(failover)
+                .enumerate()
+            {
+                let child_name = clusters::failover_cluster_name(i, &name);
+                out.cluster(clusters::target_cluster(
+                    &child_name,
+                    &child,
+                    target_protocol,
+                ))?;
+                let mut endpoints = self.assignment(proxy, child_target, &child)?;
+                endpoints.cluster_name.clone_from(&child_name);
+                out.endpoints(endpoints)?;
+                children.push(child_name);
+            }
+            out.cluster(clusters::aggregate_cluster(
+                &name,
+                resolved.connect_timeout,
+                children,
             ))?;
-            out.endpoints(self.assignment(proxy, target, resolved)?)?;
         }
         let handler = if upstream_protocol.is_l7() {
             out.route(routes::route_config(name, &chain))?;
@@ -229,6 +265,8 @@ impl<'v> Translator<'v> {
 /// resources, which are kept once; two different ones under one name are an error.
 struct Resources<'p> {
     proxy: &'p str,
+    /// The sidecar's datacenter, the only one the mesh spans.
+    datacenter: &'p str,
     clusters: BTreeMap<String, Cluster>,
     endpoints: BTreeMap<String, ClusterLoadAssignment>,
     listeners: BTreeMap<String, Listener>,
@@ -236,9 +274,10 @@ struct Resources<'p> {
 }
 
 impl<'p> Resources<'p> {
-    fn new(proxy: &'p str) -> Resources<'p> {
+    fn new(proxy: &'p str, datacenter: &'p str) -> Resources<'p> {
         Resources {
             proxy,
+            datacenter,
             clusters: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             listeners: BTreeMap::new(),

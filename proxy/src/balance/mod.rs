@@ -6,13 +6,16 @@
 //! locks, no allocation.
 //!
 //! Contract shared by every policy: `pick` returns a healthy endpoint or `None` when none is
-//! healthy (Envoy's panic threshold is not implemented: unhealthy endpoints are never used).
+//! healthy (Envoy's panic threshold 0, what Consul sets: unhealthy endpoints are never used).
+//! Across the clusters of an aggregate cluster, Envoy's priority levels and their panic
+//! threshold are implemented in [`priority`].
 //! Endpoints listed in `exclude` are avoided while any healthy endpoint is not excluded; once
 //! every healthy endpoint is excluded the exclusion is ignored rather than failing the request.
 //! A weight of 0 counts as 1 (Envoy's default for an unset weight).
 
 mod least_request;
 mod maglev;
+pub mod priority;
 mod random;
 mod ring_hash;
 mod round_robin;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONNECTION, EXPECT, HOST, LOCATION, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper_util::rt::TokioIo;
@@ -610,12 +610,54 @@ async fn within<F: Future>(
     .await
 }
 
-fn retry_on_status(policy: &RetryPolicy, status: u16) -> bool {
-    (policy.retry_on_5xx && status >= 500)
+/// Envoy's decision on a response head (its `wouldRetryFromHeaders`). The head's fields are
+/// only looked at when a condition needs them: a route without gRPC or rate-limit conditions
+/// reads none for a response that would not be retried.
+fn retry_on_response(policy: &RetryPolicy, response: &Response<ResponseStream>) -> bool {
+    let status = response.status().as_u16();
+    let by_status = (policy.retry_on_5xx && status >= 500)
         || (policy.retry_on_gateway_error && matches!(status, 502..=504))
-        || policy.retriable_status_codes.contains(&status)
+        || (policy.retry_on_retriable_4xx && status == 409)
+        || policy.retriable_status_codes.contains(&status);
+    let by_grpc = policy.retriable_grpc_statuses != 0
+        && response_field(response, &GRPC_STATUS)
+            .and_then(grpc_status)
+            .is_some_and(|code| code < 32 && policy.retriable_grpc_statuses & (1 << code) != 0);
+    if !(by_status || by_grpc || policy.retry_on_envoy_ratelimited) {
+        return false;
+    }
+    // An upstream Envoy's rate limit answer is retried under `envoy-ratelimited` only,
+    // whatever else the policy says.
+    if response_field(response, &X_ENVOY_RATELIMITED).is_some() {
+        return policy.retry_on_envoy_ratelimited;
+    }
+    by_status || by_grpc
 }
 
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static X_ENVOY_RATELIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
+
+/// A field of the response head: in its header map, or passed through unparsed by our
+/// HTTP/1.1 client.
+fn response_field<'r>(
+    response: &'r Response<ResponseStream>,
+    name: &HeaderName,
+) -> Option<&'r [u8]> {
+    if let Some(value) = response.headers().get(name) {
+        return Some(value.as_bytes());
+    }
+    match response.body() {
+        ResponseStream::Inline(body) => body.passed_field(name),
+        ResponseStream::Hyper(_) => None,
+    }
+}
+
+/// `grpc-status` as Envoy reads it: decimal digits (anything else is no known status).
+fn grpc_status(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// Envoy's decision on a failure before the response head (its `wouldRetryFromReset`).
 fn retry_on_error(policy: &RetryPolicy, error: &ProxyError) -> bool {
     if error.retry() == Retry::Never {
         return false;
@@ -624,6 +666,7 @@ fn retry_on_error(policy: &RetryPolicy, error: &ProxyError) -> bool {
         || policy.retry_on_gateway_error
         || policy.retry_on_reset
         || (policy.retry_on_connect_failure && error.is_connect_failure())
+        || (policy.retry_on_refused_stream && matches!(error, ProxyError::UpstreamRefusedStream(_)))
 }
 
 /// Envoy's fully jittered exponential backoff: retry N waits a uniform time in
@@ -663,21 +706,21 @@ async fn send_with_retries(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
     loop {
-        let Some(index) = cluster.balancer.pick(hash, &tried) else {
+        let Some(picked) = cluster.pick(hash, &tried) else {
             stats.upstream_cx_none_healthy.inc();
             return Err(Failed {
                 error: ProxyError::NoHealthyUpstream,
                 retried: retries > 0,
             });
         };
-        let Some(pool) = cluster.upstream.endpoint(index) else {
+        let Some(pool) = picked.cluster.upstream.endpoint(picked.index) else {
             stats.upstream_cx_none_healthy.inc();
             return Err(Failed {
                 error: ProxyError::NoHealthyUpstream,
                 retried: retries > 0,
             });
         };
-        let in_flight = InFlight::start(pool, cluster.balancer.start(index));
+        let in_flight = InFlight::start(pool, picked.cluster.balancer.start(picked.index));
         let started = if retries == 0 {
             first_try
         } else {
@@ -708,7 +751,7 @@ async fn send_with_retries(
                 }
                 if may_retry
                     && req.replayable()
-                    && policy.is_some_and(|p| retry_on_status(p, status))
+                    && policy.is_some_and(|p| retry_on_response(p, &response))
                 {
                     drop((response, conn, in_flight));
                 } else {
@@ -735,7 +778,10 @@ async fn send_with_retries(
             }
             Err(SendError::Sent(error)) => {
                 pool.stats.rq_error.inc();
-                if matches!(error, ProxyError::UpstreamReset(_)) {
+                if matches!(
+                    error,
+                    ProxyError::UpstreamReset(_) | ProxyError::UpstreamRefusedStream(_)
+                ) {
                     stats.upstream_rq_rx_reset.inc();
                 }
                 if !(may_retry
@@ -752,7 +798,7 @@ async fn send_with_retries(
         }
         retries += 1;
         stats.upstream_rq_retry.inc();
-        tried.push(index);
+        tried.push(picked.key);
         if let Some(policy) = policy {
             backoff(policy, retries).await;
         }

@@ -239,6 +239,15 @@ impl InlineBody {
     pub(crate) fn take_passed_head(&mut self) -> Option<PassedHead> {
         self.1.take()
     }
+
+    /// The first value of field `name` among the passed-through ones.
+    pub(crate) fn passed_field(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.1
+            .as_ref()?
+            .fields()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
 }
 
 /// An upstream response's header fields, kept as parsed (names, and values as ranges of

@@ -144,6 +144,22 @@ fn sent_failure(error: hyper::Error) -> ProxyError {
     ProxyError::UpstreamReset(error.into())
 }
 
+/// Why a request sent on an HTTP/2 connection failed: the upstream refused the stream (it
+/// did not process it: Envoy's `refused-stream` retry condition), or a reset.
+fn h2_failure(error: hyper::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) && h2.is_remote() {
+                return ProxyError::UpstreamRefusedStream(error.into());
+            }
+            break;
+        }
+        source = e.source();
+    }
+    ProxyError::UpstreamReset(error.into())
+}
+
 impl HyperSendError {
     /// The error for the caller; an unsent request goes back to `req` for the next try.
     fn hand_back(self, req: &mut UpstreamRequest) -> SendError {
@@ -646,11 +662,7 @@ impl EndpointPool {
                         }
                         last_error = Some(e.into_error());
                     }
-                    None => {
-                        return Err(HyperSendError::Sent(ProxyError::UpstreamReset(
-                            e.into_error().into(),
-                        )));
-                    }
+                    None => return Err(HyperSendError::Sent(h2_failure(e.into_error()))),
                 },
             }
         }

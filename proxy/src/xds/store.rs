@@ -139,7 +139,10 @@ impl Store {
         let result = match t {
             ResourceType::Cluster => update
                 .merge(&self.clusters, |c: &Cluster| &c.name, convert::cluster)
-                .map(|(next, problems)| commit(&mut self.clusters, next, problems)),
+                .map(|(mut next, mut problems)| {
+                    resolve_aggregate_protocols(&self.clusters, &mut next, &mut problems);
+                    commit(&mut self.clusters, next, problems)
+                }),
             ResourceType::Endpoint => update
                 .merge(
                     &self.endpoints,
@@ -533,6 +536,59 @@ fn resolve_address_conflicts(
     }
 }
 
+/// A request is built for one upstream protocol before its tries, so an aggregate cluster
+/// over clusters of different protocols (HTTP/1.1 and HTTP/2) is refused: of the aggregate and
+/// the clusters in conflict, one this response changed goes back to its previous state (or
+/// away, if new), until none is left (the previous set had none).
+fn resolve_aggregate_protocols(
+    current: &Map<ClusterResource>,
+    next: &mut Map<ClusterResource>,
+    problems: &mut Vec<String>,
+) {
+    let changed =
+        |name: &String, next: &Map<ClusterResource>| match (current.get(name), next.get(name)) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(&a.value.cluster, &b.value.cluster),
+            (None, Some(_)) => true,
+            _ => false,
+        };
+    for _ in 0..=next.len() {
+        let conflict = next.iter().find_map(|(name, e)| {
+            let aggregate = e.value.cluster.aggregate.as_ref()?;
+            let protocols: Vec<(&String, bool)> = aggregate
+                .clusters
+                .iter()
+                .filter_map(|c| {
+                    let child = &next.get(c)?.value.cluster;
+                    child.aggregate.is_none().then_some((c, child.http2))
+                })
+                .collect();
+            let h2 = protocols.iter().find(|(_, h2)| *h2)?.0;
+            let h1 = protocols.iter().find(|(_, h2)| !*h2)?.0;
+            Some([name.clone(), h2.clone(), h1.clone()])
+        });
+        let Some([aggregate, h2, h1]) = conflict else {
+            return;
+        };
+        let problem = format!(
+            "cluster {aggregate:?}: an aggregate over clusters of different upstream protocols ({h2:?} HTTP/2, {h1:?} HTTP/1.1) is not supported"
+        );
+        if !problems.contains(&problem) {
+            problems.push(problem);
+        }
+        let Some(back) = [aggregate, h2, h1].into_iter().find(|n| changed(n, next)) else {
+            return;
+        };
+        match current.get(&back) {
+            Some(previous) => {
+                next.insert(back, previous.clone());
+            }
+            None => {
+                next.remove(&back);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,5 +900,95 @@ mod tests {
         assert_eq!(s.version(LDS), Some("1"));
         assert_eq!(s.wanted(RDS).into_iter().collect::<Vec<_>>(), ["r1", "r3"]);
         assert_eq!(names(&s.routes), ["r1"]);
+    }
+
+    fn aggregate(name: &str, clusters: &[&str]) -> Any {
+        use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig;
+        pack_any(Cluster {
+            name: name.into(),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::ClusterType(
+                cluster::CustomClusterType {
+                    name: "envoy.clusters.aggregate".into(),
+                    typed_config: Some(pack_any(ClusterConfig {
+                        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+                    })),
+                },
+            )),
+            ..Default::default()
+        })
+    }
+
+    fn h2(name: &str) -> Any {
+        use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+            HttpProtocolOptions, http_protocol_options,
+        };
+        use http_protocol_options::explicit_http_config::ProtocolConfig;
+        let options = HttpProtocolOptions {
+            upstream_protocol_options: Some(
+                http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    http_protocol_options::ExplicitHttpConfig {
+                        protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        )),
+                    },
+                ),
+            ),
+            ..Default::default()
+        };
+        pack_any(Cluster {
+            name: name.into(),
+            typed_extension_protocol_options: [(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+                pack_any(options),
+            )]
+            .into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_aggregate_over_two_protocols_is_refused() {
+        let mut s = Store::default();
+        ok(s.apply(
+            CDS,
+            "1",
+            sotw(vec![
+                aggregate("a", &["x", "y"]),
+                eds("x", ""),
+                eds("y", ""),
+            ]),
+            &[],
+            SOTW,
+        ));
+        // y turns HTTP/2: y keeps its previous version.
+        let err = nack(s.apply(
+            CDS,
+            "2",
+            sotw(vec![aggregate("a", &["x", "y"]), eds("x", ""), h2("y")]),
+            &[],
+            SOTW,
+        ));
+        assert_eq!(
+            err,
+            r#"cluster "a": an aggregate over clusters of different upstream protocols ("y" HTTP/2, "x" HTTP/1.1) is not supported"#
+        );
+        let config = s.config();
+        assert!(!config.clusters["y"].http2);
+        assert!(config.clusters["y"].eds);
+        // A new aggregate over both: the aggregate is refused.
+        let err = nack(s.apply(
+            CDS,
+            "3",
+            delta(&[
+                ("b", "1", Some(aggregate("b", &["x", "z"]))),
+                ("z", "1", Some(h2("z"))),
+            ]),
+            &[],
+            Mode::Delta,
+        ));
+        assert!(err.starts_with(r#"cluster "b": "#), "{err}");
+        assert_eq!(names(&s.clusters), ["a", "x", "y", "z"]);
     }
 }

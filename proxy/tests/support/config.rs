@@ -30,6 +30,7 @@ pub fn cluster(name: &str, addrs: &[SocketAddr]) -> Cluster {
                 .collect(),
         ),
         max_requests_per_connection: None,
+        aggregate: None,
     }
 }
 
@@ -146,6 +147,10 @@ pub fn retry_policy(num_retries: u32) -> RetryPolicy {
         retry_on_gateway_error: false,
         retry_on_connect_failure: false,
         retry_on_reset: false,
+        retry_on_retriable_4xx: false,
+        retry_on_refused_stream: false,
+        retry_on_envoy_ratelimited: false,
+        retriable_grpc_statuses: 0,
         retriable_status_codes: vec![],
         num_retries,
         per_try_timeout: None,

@@ -26,7 +26,7 @@ fn nested_splitters_flatten_with_exact_weights() {
             {"Weight": 33.33, "ServiceSubset": "a", "RequestHeaders": {"Set": {"x-both": "inner"}}},
             {"Weight": 66.67, "ServiceSubset": "b"}]}),
     ]);
-    let chain = compile(&view, "api", Protocol::Http).unwrap();
+    let chain = compile(&view, "api", Protocol::Http, "dc1").unwrap();
     // 50% of 33.33% is 16.665%: the half hundredth goes to the first of the tied splits.
     assert_eq!(
         weights(&chain.default.destination),
@@ -52,14 +52,14 @@ fn splitter_loops_and_redirect_loops_are_errors() {
         json!({"Kind": "service-splitter", "Name": "b", "Splits": [{"Weight": 100, "Service": "a"}]}),
     ]);
     assert_eq!(
-        compile(&view, "a", Protocol::Http).unwrap_err(),
+        compile(&view, "a", Protocol::Http, "dc1").unwrap_err(),
         ChainError::SplitterLoop(vec!["a".into(), "b".into(), "a".into()])
     );
     let view = view_with(&[
         json!({"Kind": "service-resolver", "Name": "a", "Redirect": {"Service": "b"}}),
         json!({"Kind": "service-resolver", "Name": "b", "Redirect": {"Service": "a"}}),
     ]);
-    let err = compile(&view, "a", Protocol::Tcp).unwrap_err();
+    let err = compile(&view, "a", Protocol::Tcp, "dc1").unwrap_err();
     assert_eq!(
         err.to_string(),
         "service-resolver redirect loop: a -> b -> a"
@@ -73,7 +73,7 @@ fn unknown_subsets_are_errors() {
         {"Destination": {"ServiceSubset": "v9"}}]})],
     );
     assert_eq!(
-        compile(&view, "api", Protocol::Http).unwrap_err(),
+        compile(&view, "api", Protocol::Http, "dc1").unwrap_err(),
         ChainError::UnknownSubset {
             service: "api".into(),
             subset: "v9".into()
@@ -89,7 +89,7 @@ fn redirect_keeps_or_replaces_the_subset() {
                "ConnectTimeout": "1s", "RequestTimeout": "9s", "Subsets": {"v1": {}, "v2": {"OnlyPassing": true}}}),
         json!({"Kind": "service-resolver", "Name": "dc", "Redirect": {"Datacenter": "dc2"}}),
     ]);
-    let chain = compile(&view, "old", Protocol::Tcp).unwrap();
+    let chain = compile(&view, "old", Protocol::Tcp, "dc1").unwrap();
     assert_eq!(
         chain.default.destination,
         Destination::Target(Target::new("new", "v2"))
@@ -99,13 +99,20 @@ fn redirect_keeps_or_replaces_the_subset() {
     assert_eq!(resolved.connect_timeout, Duration::from_secs(1));
     assert_eq!(chain.default_timeout, Some(Duration::from_secs(9)));
 
-    let chain = compile(&view, "new", Protocol::Tcp).unwrap();
+    let chain = compile(&view, "new", Protocol::Tcp, "dc1").unwrap();
     assert_eq!(
         chain.default.destination,
         Destination::Target(Target::new("new", "v1"))
     );
-    // Other datacenters are not supported: the service resolves locally.
-    let chain = compile(&view, "dc", Protocol::Tcp).unwrap();
+    // Only this datacenter exists for the mesh: a redirect to another is refused, one to
+    // this datacenter changes nothing.
+    assert_eq!(
+        compile(&view, "dc", Protocol::Tcp, "dc1")
+            .unwrap_err()
+            .to_string(),
+        r#"service-resolver "dc": Redirect.Datacenter: datacenter "dc2" is not supported (the mesh spans this datacenter only, "dc1")"#
+    );
+    let chain = compile(&view, "dc", Protocol::Tcp, "dc2").unwrap();
     assert_eq!(
         chain.default.destination,
         Destination::Target(Target::new("dc", ""))
@@ -123,7 +130,7 @@ fn tcp_chains_ignore_routers_and_splitters() {
         json!({"Kind": "service-splitter", "Name": "api", "Splits": [{"Weight": 100, "Service": "y"}]}),
         json!({"Kind": "service-resolver", "Name": "api", "RequestTimeout": "4s"}),
     ]);
-    let chain = compile(&view, "api", Protocol::Tcp).unwrap();
+    let chain = compile(&view, "api", Protocol::Tcp, "dc1").unwrap();
     assert!(chain.routes.is_empty());
     assert_eq!(
         chain.default.destination,
@@ -131,7 +138,7 @@ fn tcp_chains_ignore_routers_and_splitters() {
     );
     assert_eq!(chain.targets.len(), 1);
 
-    let chain = compile(&view, "api", Protocol::Http).unwrap();
+    let chain = compile(&view, "api", Protocol::Http, "dc1").unwrap();
     assert_eq!(chain.routes.len(), 1);
     // Behind a router or splitter the resolver's RequestTimeout does not apply (as in Consul).
     assert_eq!(chain.default_timeout, None);
@@ -150,9 +157,9 @@ fn hash_policies_come_from_the_first_hash_based_resolver() {
         json!({"Kind": "service-resolver", "Name": "sticky", "LoadBalancer": {"Policy": "ring_hash",
             "HashPolicies": [{"SourceIP": true}]}}),
     ]);
-    let chain = compile(&view, "api", Protocol::Http).unwrap();
+    let chain = compile(&view, "api", Protocol::Http, "dc1").unwrap();
     let lb = chain.default.load_balancer.unwrap();
     assert!(lb.hash_policies[0].source_ip);
-    let chain = compile(&view, "plain", Protocol::Http).unwrap();
+    let chain = compile(&view, "plain", Protocol::Http, "dc1").unwrap();
     assert_eq!(chain.default.load_balancer, None);
 }

@@ -26,7 +26,7 @@ fn tcp_listener(name: &str, port: u16, cluster: &str) -> Listener {
 
 fn eds(name: &str) -> envoy_types::pb::envoy::config::cluster::v3::Cluster {
     let view = view_with(&[]);
-    let chain = compile(&view, name, Protocol::Tcp).unwrap();
+    let chain = compile(&view, name, Protocol::Tcp, "dc1").unwrap();
     let resolved = chain.targets.values().next().unwrap();
     clusters::target_cluster(name, resolved, Protocol::Tcp)
 }
@@ -52,7 +52,7 @@ fn a_consistent_set_has_no_problems() {
 #[test]
 fn dangling_references_and_orphans() {
     let view = view_with(&[]);
-    let chain = compile(&view, "api", Protocol::Http).unwrap();
+    let chain = compile(&view, "api", Protocol::Http, "dc1").unwrap();
     let problems = check_resources(
         &[eds("db")],
         &[cla("other")],
@@ -105,7 +105,7 @@ fn duplicates_binds_stat_prefixes_and_filter_order() {
     bad.filter_chains[0].filters[0].config_type =
         Some(filter::ConfigType::TypedConfig(pack_any(hcm)));
     let view = view_with(&[]);
-    let chain = compile(&view, "db", Protocol::Http).unwrap();
+    let chain = compile(&view, "db", Protocol::Http, "dc1").unwrap();
     let mut rc = routes::route_config("r", &chain);
     rc.name = "r".into();
     let problems = check_resources(

@@ -3,6 +3,7 @@
 mod chain;
 mod check;
 mod endpoints;
+mod failover;
 mod filter;
 
 use mesh_proto::config_entry::ConfigEntry;

@@ -1,5 +1,5 @@
-//! CDS and EDS: STATIC and EDS clusters over plaintext HTTP/1.1, HTTP/2 (h2c) or TCP, and
-//! the endpoints of one priority.
+//! CDS and EDS: STATIC and EDS clusters over plaintext HTTP/1.1, HTTP/2 (h2c) or TCP,
+//! aggregate clusters over them, and the endpoints of one priority.
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, cluster_load_assignment,
     lb_endpoint,
 };
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
@@ -27,6 +28,10 @@ use crate::config::{self, LbPolicy};
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
 const RAW_BUFFER_TYPE: &str = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+const AGGREGATE_CLUSTER: &str = "envoy.clusters.aggregate";
+const AGGREGATE_CONFIG: &str = "envoy.extensions.clusters.aggregate.v3.ClusterConfig";
+/// Envoy's default overprovisioning factor (1.4, in percent), the only one we run.
+const OVERPROVISIONING_FACTOR: u32 = 140;
 
 /// Envoy's defaults and limits.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,7 +138,6 @@ fn convert_cluster(c: Cluster) -> Result<ClusterResource> {
     unsupported("outlier_detection", &outlier_detection)?;
     unsupported("upstream_bind_config", &upstream_bind_config)?;
     unsupported("lb_subset_config", &lb_subset_config)?;
-    unsupported_unless_empty("common_lb_config", &common_lb_config)?;
     plaintext(transport_socket).at("transport_socket")?;
     if protocol_selection != cluster::ClusterProtocolSelection::UseConfiguredProtocol as i32 {
         return invalid(
@@ -157,7 +161,29 @@ fn convert_cluster(c: Cluster) -> Result<ClusterResource> {
             d => d,
         },
     };
-    let lb_policy = lb(lb_policy, lb_config)?;
+    let aggregate = match &cluster_discovery_type {
+        Some(cluster::ClusterDiscoveryType::ClusterType(custom)) => {
+            Some(aggregate_clusters(custom).at("cluster_type")?)
+        }
+        _ => None,
+    };
+    let panic_threshold =
+        panic_threshold(common_lb_config, aggregate.is_some()).at("common_lb_config")?;
+    let lb_policy = if aggregate.is_some() {
+        // Envoy refuses any other policy for an aggregate cluster.
+        if lb_policy != cluster::LbPolicy::ClusterProvided as i32 {
+            return invalid("lb_policy", "an aggregate cluster needs CLUSTER_PROVIDED");
+        }
+        if lb_config.is_some() {
+            return invalid(
+                "lb_config",
+                "an aggregate cluster has no load balancer of its own",
+            );
+        }
+        LbPolicy::RoundRobin
+    } else {
+        lb(lb_policy, lb_config)?
+    };
 
     // Where max_requests_per_connection may be: the deprecated cluster field, the deprecated
     // cluster-level common options, or the typed HttpProtocolOptions. One place only.
@@ -227,15 +253,8 @@ fn convert_cluster(c: Cluster) -> Result<ClusterResource> {
                 format!("only STATIC and EDS are supported, got {kind}"),
             );
         }
-        Some(cluster::ClusterDiscoveryType::ClusterType(custom)) => {
-            return invalid(
-                "cluster_type",
-                format!(
-                    "custom cluster types are not supported, got {:?}",
-                    custom.name
-                ),
-            );
-        }
+        // Checked above: an aggregate cluster, which has nothing to discover.
+        Some(cluster::ClusterDiscoveryType::ClusterType(_)) => (false, Vec::new(), None),
     };
 
     Ok(ClusterResource {
@@ -247,9 +266,98 @@ fn convert_cluster(c: Cluster) -> Result<ClusterResource> {
             eds,
             endpoints: Arc::new(endpoints),
             max_requests_per_connection: max_requests.value,
+            aggregate: aggregate.map(|clusters| config::Aggregate {
+                clusters,
+                panic_threshold,
+            }),
         }),
         eds_service_name,
     })
+}
+
+/// The clusters of an `envoy.clusters.aggregate` cluster, the only custom type we run.
+fn aggregate_clusters(custom: &cluster::CustomClusterType) -> Result<Vec<String>> {
+    let cluster::CustomClusterType { name, typed_config } = custom;
+    if name != AGGREGATE_CLUSTER {
+        return invalid(
+            "name",
+            format!("only {AGGREGATE_CLUSTER} is supported, got {name:?}"),
+        );
+    }
+    let config = match typed_config.as_ref().map(unpack::<AggregateConfig>) {
+        Some(Some(config)) => config.at("typed_config")?,
+        Some(None) => {
+            return invalid(
+                "typed_config",
+                format!(
+                    "expected {}, got {:?}",
+                    AGGREGATE_CONFIG,
+                    typed_config.as_ref().map(type_name).unwrap_or_default()
+                ),
+            );
+        }
+        None => return invalid("typed_config", "is required"),
+    };
+    let AggregateConfig { clusters } = config;
+    if clusters.is_empty() {
+        return invalid("typed_config.clusters", "must not be empty");
+    }
+    for (i, c) in clusters.iter().enumerate() {
+        if c.is_empty() {
+            return invalid(format!("typed_config.clusters[{i}]"), "must not be empty");
+        }
+    }
+    Ok(clusters)
+}
+
+/// `healthy_panic_threshold`, the only part of `common_lb_config` we run, in whole percent.
+/// Our load balancers never send to unhealthy endpoints, which is Envoy's threshold 0 (what
+/// Consul sets); an aggregate cluster's threshold (default 50) is implemented for the choice
+/// among its clusters.
+fn panic_threshold(config: Option<cluster::CommonLbConfig>, aggregate: bool) -> Result<u32> {
+    const DEFAULT: u32 = 50;
+    let Some(cluster::CommonLbConfig {
+        healthy_panic_threshold,
+        // How long host updates are batched: a performance knob.
+        update_merge_window: _,
+        // Only with active health checks, which are rejected.
+        ignore_new_hosts_until_first_hc: _,
+        close_connections_on_host_set_change,
+        consistent_hashing_lb_config,
+        override_host_status,
+        locality_config_specifier,
+    }) = config
+    else {
+        return Ok(DEFAULT);
+    };
+    unsupported(
+        "close_connections_on_host_set_change",
+        &close_connections_on_host_set_change,
+    )?;
+    unsupported(
+        "consistent_hashing_lb_config",
+        &consistent_hashing_lb_config,
+    )?;
+    unsupported("override_host_status", &override_host_status)?;
+    unsupported("locality_config_specifier", &locality_config_specifier)?;
+    let Some(percent) = healthy_panic_threshold else {
+        return Ok(DEFAULT);
+    };
+    if !(0.0..=100.0).contains(&percent.value) {
+        return invalid(
+            "healthy_panic_threshold",
+            format!("{} is not a percentage", percent.value),
+        );
+    }
+    // Envoy rounds it to a whole percent.
+    let threshold = percent.value.round() as u32;
+    if threshold != 0 && !aggregate {
+        return invalid(
+            "healthy_panic_threshold",
+            "panic mode is not supported: only 0 (never send to unhealthy endpoints)",
+        );
+    }
+    Ok(threshold)
 }
 
 #[derive(Default)]
@@ -498,11 +606,18 @@ fn endpoints(cla: ClusterLoadAssignment) -> Result<Vec<config::Endpoint>> {
     if let Some(policy) = policy {
         let cluster_load_assignment::Policy {
             drop_overloads,
-            // Spill-over between priorities and localities: one priority, no locality weights.
-            overprovisioning_factor: _,
+            overprovisioning_factor,
             endpoint_stale_after,
-            weighted_priority_health: _,
+            weighted_priority_health,
         } = policy;
+        // They decide how an aggregate cluster spills over to its next cluster.
+        if overprovisioning_factor.is_some_and(|f| f.value != OVERPROVISIONING_FACTOR) {
+            return invalid(
+                "policy.overprovisioning_factor",
+                format!("only Envoy's default, {OVERPROVISIONING_FACTOR}, is supported"),
+            );
+        }
+        unsupported("policy.weighted_priority_health", &weighted_priority_health)?;
         unsupported("policy.drop_overloads", &drop_overloads)?;
         unsupported("policy.endpoint_stale_after", &endpoint_stale_after)?;
     }

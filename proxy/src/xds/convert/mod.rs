@@ -13,7 +13,10 @@
 //!   types we reject anyway, HTTP/2 window and stream tuning: ignored.
 //! - Anything that changes which bytes go where, what a client sees, or when a request or
 //!   connection fails (TLS, circuit breakers, outlier detection, active health checks,
-//!   priorities other than 0, rate limits, header formatters): rejected.
+//!   priorities other than 0, a panic threshold other than 0 except on an aggregate cluster,
+//!   overprovisioning factors other than Envoy's 1.4, rate limits, header formatters):
+//!   rejected. Priorities come from aggregate clusters (`envoy.clusters.aggregate`) instead:
+//!   their clusters are levels, chosen per try as Envoy does (`balance::priority`).
 //! - Filters (`filters.rs`): the HTTP filters we run are `envoy.filters.http.cors` and the
 //!   router (terminal: last, once); the network filter we run before the terminal one is
 //!   `envoy.filters.network.connection_limit`. Any other filter is rejected by name, except an

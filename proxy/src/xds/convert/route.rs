@@ -26,6 +26,15 @@ use crate::config::{
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 const DEFAULT_NUM_RETRIES: u32 = 1;
 const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(25);
+/// Envoy's gRPC retry conditions (its `x-envoy-retry-grpc-on` values, also read from a
+/// route's `retry_on`) and the `grpc-status` each one retries.
+const GRPC_RETRY_CONDITIONS: [(&str, u32); 5] = [
+    ("cancelled", 1),
+    ("deadline-exceeded", 4),
+    ("resource-exhausted", 8),
+    ("internal", 13),
+    ("unavailable", 14),
+];
 const DEFAULT_MAX_DIRECT_RESPONSE_BODY: u32 = 4096;
 
 pub fn route_configuration(rc: RouteConfiguration) -> Result<config::RouteConfig, ConvertError> {
@@ -697,6 +706,10 @@ fn retry(p: RetryPolicy) -> Result<config::RetryPolicy> {
         retry_on_gateway_error: false,
         retry_on_connect_failure: false,
         retry_on_reset: false,
+        retry_on_retriable_4xx: false,
+        retry_on_refused_stream: false,
+        retry_on_envoy_ratelimited: false,
+        retriable_grpc_statuses: 0,
         retriable_status_codes: Vec::new(),
         num_retries: num_retries.map_or(DEFAULT_NUM_RETRIES, |n| n.value),
         per_try_timeout: optional_duration("per_try_timeout", &per_try_timeout)?,
@@ -710,15 +723,24 @@ fn retry(p: RetryPolicy) -> Result<config::RetryPolicy> {
             "gateway-error" => policy.retry_on_gateway_error = true,
             "connect-failure" => policy.retry_on_connect_failure = true,
             "reset" => policy.retry_on_reset = true,
+            "retriable-4xx" => policy.retry_on_retriable_4xx = true,
+            "refused-stream" => policy.retry_on_refused_stream = true,
+            "envoy-ratelimited" => policy.retry_on_envoy_ratelimited = true,
             "retriable-status-codes" => status_codes = true,
-            other => {
-                return invalid(
-                    "retry_on",
-                    format!(
-                        "{other:?} is not supported (5xx, gateway-error, connect-failure, reset, retriable-status-codes are)"
-                    ),
-                );
-            }
+            other => match GRPC_RETRY_CONDITIONS
+                .iter()
+                .find(|(name, _)| *name == other)
+            {
+                Some((_, status)) => policy.retriable_grpc_statuses |= 1 << status,
+                None => {
+                    return invalid(
+                        "retry_on",
+                        format!(
+                            "{other:?} is not supported (5xx, gateway-error, connect-failure, reset, retriable-4xx, refused-stream, envoy-ratelimited, retriable-status-codes, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable are)"
+                        ),
+                    );
+                }
+            },
         }
     }
     // Envoy only looks at the codes when `retriable-status-codes` is a condition.

@@ -662,11 +662,14 @@ fn cluster_types_and_timeouts() {
     let mut c = eds_cluster("api");
     c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
         cluster::CustomClusterType {
-            name: "envoy.clusters.aggregate".into(),
+            name: "envoy.clusters.redis".into(),
             typed_config: None,
         },
     ));
-    assert!(cluster_error(c).contains("custom cluster types are not supported"));
+    assert_eq!(
+        cluster_error(c),
+        r#"cluster "api": cluster_type.name: only envoy.clusters.aggregate is supported, got "envoy.clusters.redis""#
+    );
     let mut c = eds_cluster("api");
     c.connect_timeout = Some(secs(0));
     assert!(cluster_error(c).ends_with("connect_timeout: must be greater than 0"));
@@ -1365,11 +1368,27 @@ fn retry_policies() {
     });
     assert!(route_error(forward_route(prefix("/"), a)).contains("retry_back_off.max_interval"));
 
+    // Every condition Consul's service-router accepts, gRPC ones included.
     let mut a = to_cluster("api");
-    a.retry_policy = Some(policy("5xx,cancelled"));
+    a.retry_policy = Some(policy(
+        "retriable-4xx,refused-stream,envoy-ratelimited,cancelled,deadline-exceeded,internal,resource-exhausted,unavailable",
+    ));
+    let r = forward_of(forward_route(prefix("/"), a))
+        .retry
+        .clone()
+        .unwrap();
+    assert!(r.retry_on_retriable_4xx && r.retry_on_refused_stream && r.retry_on_envoy_ratelimited);
+    assert!(!r.retry_on_5xx && !r.retry_on_reset);
+    assert_eq!(
+        r.retriable_grpc_statuses,
+        (1 << 1) | (1 << 4) | (1 << 8) | (1 << 13) | (1 << 14)
+    );
+
+    let mut a = to_cluster("api");
+    a.retry_policy = Some(policy("5xx,retriable-headers"));
     let err = route_error(forward_route(prefix("/"), a));
     assert!(err.starts_with(
-        r#"route configuration "r": virtual_hosts[0].routes[0].route.retry_policy.retry_on: "cancelled" is not supported"#
+        r#"route configuration "r": virtual_hosts[0].routes[0].route.retry_policy.retry_on: "retriable-headers" is not supported"#
     ), "{err}");
 
     let mut a = to_cluster("api");
@@ -1862,4 +1881,5 @@ fn http1_protocol_options() {
         assert!(e.ends_with(error), "{e}");
     }
 }
+mod aggregate;
 mod filters;
